@@ -1,0 +1,49 @@
+//! One wire definition for everything the kernel programs hand to userspace.
+//!
+//! Every ring-buffer record starts with [`EventHeader`], so userspace dispatches on `kind` before
+//! decoding the rest. Structs are `#[repr(C)]` with explicit padding, no `bool`, and a size assert:
+//! the same bytes mean the same thing on both sides. Kind ids are never reused.
+#![no_std]
+
+pub mod connect;
+pub mod counters;
+pub mod filter;
+
+pub use connect::{ConnectEvent, ListenEvent};
+
+/// Length of a task's `comm` in the kernel (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+
+/// Event kinds (first field of every record). Explicit and never reused.
+pub mod kind {
+    /// A connect() that returned (any result), see [`crate::ConnectEvent`].
+    pub const CONNECT: u32 = 1;
+    /// A listen() call: the backlog the application asked for, see [`crate::ListenEvent`].
+    pub const LISTEN: u32 = 2;
+}
+
+/// Shared first part of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Thread-group id (the process id as userspace sees it).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event completed.
+    pub ts_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), made only of integers and byte arrays, with explicit padding.
+    unsafe impl aya::Pod for crate::EventHeader {}
+    unsafe impl aya::Pod for crate::ConnectEvent {}
+    unsafe impl aya::Pod for crate::ListenEvent {}
+    unsafe impl aya::Pod for crate::filter::FilterConfig {}
+}

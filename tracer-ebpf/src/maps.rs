@@ -1,0 +1,90 @@
+//! Maps and helpers every probe family shares: the event ring buffer, the loss counters and the
+//! load-time filter.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{counters, filter, filter::FilterConfig, EventHeader, COMM_LEN};
+
+/// All events go through one ring buffer (ordered across CPUs, one wake-up for many records).
+/// Userspace may resize it at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Loss counters, indexed by `tracer_common::counters::*`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+/// Tgids allowed when `filter::BY_PID` is set (filled by userspace before attach).
+#[map]
+pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Set by the loader (`EbpfLoader::set_global`); read-only for the programs.
+#[no_mangle]
+static FILTER: FilterConfig = FilterConfig::ALL;
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot: no other writer, a plain increment is exact.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Is the current task one we were asked to trace?
+#[inline(always)]
+pub fn traced(pid_tgid: u64) -> bool {
+    let f: FilterConfig = unsafe { core::ptr::read_volatile(&FILTER) };
+    if f.flags == 0 {
+        return true;
+    }
+    if f.flags & filter::BY_PID != 0 {
+        let tgid = (pid_tgid >> 32) as u32;
+        if unsafe { PID_FILTER.get(&tgid) }.is_none() {
+            return false;
+        }
+    }
+    if f.flags & filter::BY_COMM != 0 {
+        let Ok(comm) = bpf_get_current_comm() else { return false };
+        if !same_comm(&comm, &f.comm) {
+            return false;
+        }
+    }
+    if f.flags & filter::BY_CGROUP != 0 && unsafe { bpf_get_current_cgroup_id() } != f.cgroup_id {
+        return false;
+    }
+    true
+}
+
+#[inline(always)]
+fn same_comm(a: &[u8; COMM_LEN], b: &[u8; COMM_LEN]) -> bool {
+    // Two 8-byte compares instead of a 16-step loop.
+    let a: [u64; 2] = unsafe { core::mem::transmute(*a) };
+    let b: [u64; 2] = unsafe { core::mem::transmute(*b) };
+    a[0] == b[0] && a[1] == b[1]
+}
+
+/// Fill the shared header for an event of `kind` raised by the current task.
+#[inline(always)]
+pub fn header(kind: u32, pid_tgid: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        _pad: 0,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    }
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub fn pid_tgid() -> u64 {
+    bpf_get_current_pid_tgid()
+}

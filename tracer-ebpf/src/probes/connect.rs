@@ -1,0 +1,130 @@
+//! connect() and listen(), from the `syscalls` tracepoints.
+//!
+//! `sys_exit_connect` is the only place a unix listen-queue overflow is visible: connect() on a
+//! full unix listener returns -EAGAIN and nginx answers 502 at once. The enter half copies the
+//! caller's sockaddr (family, unix path incl. abstract names, IPv4/IPv6 address) and the exit half
+//! pairs with it by pid_tgid and reports the result and duration. kprobes/fentry are unavailable
+//! on the target kernels, so the syscall tracepoints are the hook, not a fallback.
+//!
+//! `sys_enter_listen` records the backlog the application asked for, before the kernel caps it
+//! at net.core.somaxconn (sock_diag only shows the capped value).
+
+use aya_log_ebpf::warn;
+use aya_ebpf::{
+    helpers::bpf_probe_read_user_buf, macros::map, macros::tracepoint, maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{connect::SOCKADDR_MAX, counters, kind, ConnectEvent, ListenEvent};
+
+use crate::maps::{count, header, now_ns, pid_tgid, traced, EVENTS};
+
+// Offsets in the syscall tracepoint records (see /sys/kernel/tracing/events/syscalls/*/format):
+// 8 bytes of common fields, the syscall nr, then each argument as 8 bytes from offset 16.
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const RET: usize = 16;
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// A connect() between enter and exit.
+#[repr(C)]
+pub struct PendingConnect {
+    start_ns: u64,
+    fd: i32,
+    addrlen: u32,
+    addr: [u8; SOCKADDR_MAX],
+}
+
+/// Keyed by pid_tgid (one connect() per thread at a time). LRU: a lost exit cannot leak an entry.
+#[map]
+static PENDING_CONNECT: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_entries(16384, 0);
+
+#[tracepoint]
+pub fn connect_enter(ctx: TracePointContext) -> u32 {
+    let id = pid_tgid();
+    if !traced(id) {
+        return 0;
+    }
+    let (fd, uaddr, addrlen) = unsafe {
+        (
+            ctx.read_at::<u64>(ARG0).unwrap_or(0) as i32,
+            ctx.read_at::<u64>(ARG1).unwrap_or(0) as *const u8,
+            ctx.read_at::<u64>(ARG2).unwrap_or(0) as u32,
+        )
+    };
+    let mut p = PendingConnect { start_ns: now_ns(), fd, addrlen, addr: [0; SOCKADDR_MAX] };
+    // Read just the family first: only unix and IP targets are worth an event.
+    let mut fam = [0u8; 2];
+    if unsafe { bpf_probe_read_user_buf(uaddr, &mut fam) }.is_err() {
+        count(counters::ADDR_READ_FAILED);
+        warn!(&ctx, "connect: cannot read the sockaddr at {:x}", uaddr as u64);
+        return 0;
+    }
+    let family = u16::from_ne_bytes(fam);
+    if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
+        return 0;
+    }
+    // Copy a fixed size (the verifier wants a constant); a short sockaddr near the end of a
+    // mapping would fault, so fall back to the minimal size for the family.
+    if unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr) }.is_err() {
+        let ok = match family {
+            AF_INET => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr[..16]) }.is_ok(),
+            AF_INET6 => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr[..28]) }.is_ok(),
+            _ => false,
+        };
+        if !ok {
+            count(counters::ADDR_READ_FAILED);
+            p.addr[0] = fam[0];
+            p.addr[1] = fam[1];
+        }
+    }
+    if PENDING_CONNECT.insert(&id, &p, 0).is_err() {
+        count(counters::PENDING_MAP_FULL);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn connect_exit(ctx: TracePointContext) -> u32 {
+    let id = pid_tgid();
+    let Some(p) = PENDING_CONNECT.get_ptr(&id) else {
+        // Untraced task (filter) or an enter we never saw: nothing to pair with.
+        return 0;
+    };
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    match EVENTS.reserve::<ConnectEvent>(0) {
+        Some(mut entry) => {
+            let e = entry.as_mut_ptr();
+            unsafe {
+                (*e).hdr = header(kind::CONNECT, id);
+                (*e).duration_ns = (*e).hdr.ts_ns.saturating_sub((*p).start_ns);
+                (*e).ret = ret;
+                (*e).fd = (*p).fd;
+                (*e).addrlen = (*p).addrlen;
+                (*e).addr = (*p).addr;
+            }
+            entry.submit(0);
+        }
+        None => count(counters::RINGBUF_FULL),
+    }
+    let _ = PENDING_CONNECT.remove(&id);
+    0
+}
+
+#[tracepoint]
+pub fn listen_enter(ctx: TracePointContext) -> u32 {
+    // Not filtered: listeners belong to the app servers, not to the traced proxy, and listen()
+    // is rare.
+    let id = pid_tgid();
+    let (fd, backlog) = unsafe {
+        (ctx.read_at::<u64>(ARG0).unwrap_or(0) as i32, ctx.read_at::<u64>(ARG1).unwrap_or(0) as i32)
+    };
+    let ev = ListenEvent { hdr: header(kind::LISTEN, id), fd, backlog };
+    if EVENTS.output::<ListenEvent>(&ev, 0).is_err() {
+        count(counters::RINGBUF_FULL);
+    }
+    0
+}

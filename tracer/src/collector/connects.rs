@@ -1,0 +1,258 @@
+//! Per-upstream-target connect() statistics: attempts, failures by errno (with first/last time),
+//! connect() duration, and the listener behind the target as sampled while it was failing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hdrhistogram::Histogram;
+
+use crate::events::Connect;
+use crate::listeners::{Listener, Owner};
+use crate::sockaddr::Target;
+
+/// Count, first and last time (monotonic ns) of one errno on one target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrnoCount {
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// Where the backlog the owner asked for comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backlog {
+    /// Seen in a listen() call while we were tracing.
+    Traced(i32),
+    /// Not seen, but the effective maximum is below somaxconn, so listen() was called with exactly
+    /// that value (the kernel only caps at somaxconn).
+    Derived(u32),
+    /// Not seen and the effective maximum equals somaxconn: listen() asked for at least that.
+    AtLeast(u32),
+}
+
+impl Backlog {
+    pub fn value(&self) -> i64 {
+        match *self {
+            Backlog::Traced(b) => b as i64,
+            Backlog::Derived(b) | Backlog::AtLeast(b) => b as i64,
+        }
+    }
+    pub fn source(&self) -> &'static str {
+        match self {
+            Backlog::Traced(_) => "traced",
+            Backlog::Derived(_) => "derived",
+            Backlog::AtLeast(_) => "at_least",
+        }
+    }
+}
+
+/// The listener behind a target, as last sampled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerView {
+    pub listener: Listener,
+    pub owner: Option<Owner>,
+    pub backlog: Option<Backlog>,
+    pub somaxconn: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TargetStats {
+    pub target: Target,
+    /// Every connect() to this target (successful, in progress or failed).
+    pub connects: u64,
+    pub errors: BTreeMap<i32, ErrnoCount>,
+    /// connect() call duration, nanoseconds.
+    pub duration_ns: Histogram<u64>,
+    /// Last listener sample (None: never sampled, or no listener at the time).
+    pub listener: Option<ListenerView>,
+    /// Largest queue length seen in any sample.
+    pub peak_queue_len: u32,
+    /// Monotonic time of the last sample attempt.
+    pub sampled_ns: Option<u64>,
+    /// Changed since the last summary was printed.
+    pub dirty: bool,
+}
+
+impl TargetStats {
+    fn new(target: Target) -> TargetStats {
+        TargetStats {
+            target,
+            connects: 0,
+            errors: BTreeMap::new(),
+            duration_ns: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds"),
+            listener: None,
+            peak_queue_len: 0,
+            sampled_ns: None,
+            dirty: true,
+        }
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.errors.values().map(|e| e.count).sum()
+    }
+
+    pub fn errno_count(&self, errno: i32) -> u64 {
+        self.errors.get(&errno).map_or(0, |e| e.count)
+    }
+}
+
+/// All targets, keyed by target; capped so a scan of many addresses cannot grow memory without
+/// bound (connects to targets past the cap are counted in `untracked`).
+pub struct ConnectStats {
+    targets: BTreeMap<Target, TargetStats>,
+    max_targets: usize,
+    pub untracked: u64,
+    /// Backlogs seen in listen() calls, by socket inode.
+    backlogs: HashMap<u32, i32>,
+}
+
+/// How often a failing target's listener is sampled at most.
+pub const SAMPLE_EVERY_NS: u64 = 100_000_000;
+
+impl ConnectStats {
+    pub fn new(max_targets: usize) -> ConnectStats {
+        ConnectStats { targets: BTreeMap::new(), max_targets, untracked: 0, backlogs: HashMap::new() }
+    }
+
+    /// Account one connect(). Returns whether its target's listener should be sampled now.
+    pub fn record(&mut self, c: &Connect) -> bool {
+        if !self.targets.contains_key(&c.target) && self.targets.len() >= self.max_targets {
+            self.untracked += 1;
+            return false;
+        }
+        let t = self.targets.entry(c.target.clone()).or_insert_with(|| TargetStats::new(c.target.clone()));
+        t.connects += 1;
+        t.dirty = true;
+        let _ = t.duration_ns.record(c.duration_ns.max(1));
+        if !c.failed() {
+            return false;
+        }
+        let e = t.errors.entry(c.errno).or_insert(ErrnoCount { count: 0, first_ns: c.ts_ns, last_ns: c.ts_ns });
+        e.count += 1;
+        e.last_ns = e.last_ns.max(c.ts_ns);
+        e.first_ns = e.first_ns.min(c.ts_ns);
+        t.sampled_ns.is_none_or(|s| c.ts_ns.saturating_sub(s) >= SAMPLE_EVERY_NS)
+    }
+
+    /// A listen() call: remember what the application asked for.
+    pub fn record_listen(&mut self, inode: u32, backlog: i32) {
+        self.backlogs.insert(inode, backlog);
+    }
+
+    /// Store a listener sample for `target` taken at `now_ns`.
+    pub fn record_sample(
+        &mut self,
+        target: &Target,
+        now_ns: u64,
+        listener: Option<Listener>,
+        owner: impl FnOnce(u32) -> Option<Owner>,
+        somaxconn: Option<u32>,
+    ) {
+        let backlogs = &self.backlogs;
+        let Some(t) = self.targets.get_mut(target) else { return };
+        t.sampled_ns = Some(now_ns);
+        let Some(l) = listener else { return };
+        t.peak_queue_len = t.peak_queue_len.max(l.queue_len);
+        // Owner lookups scan /proc: reuse the last one while the socket is the same.
+        let owner = match &t.listener {
+            Some(v) if v.listener.inode == l.inode && v.owner.is_some() => v.owner.clone(),
+            _ => owner(l.inode),
+        };
+        let backlog = match (backlogs.get(&l.inode), somaxconn) {
+            (Some(&b), _) => Some(Backlog::Traced(b)),
+            (None, Some(max)) if l.queue_max < max => Some(Backlog::Derived(l.queue_max)),
+            (None, Some(max)) => Some(Backlog::AtLeast(max)),
+            (None, None) => None,
+        };
+        t.listener = Some(ListenerView { listener: l, owner, backlog, somaxconn });
+        t.dirty = true;
+    }
+
+    pub fn get(&self, target: &Target) -> Option<&TargetStats> {
+        self.targets.get(target)
+    }
+
+    pub fn targets(&self) -> impl Iterator<Item = &TargetStats> {
+        self.targets.values()
+    }
+
+    /// Targets changed since the last call, marking them clean.
+    pub fn take_dirty(&mut self) -> Vec<TargetStats> {
+        self.targets
+            .values_mut()
+            .filter(|t| t.dirty)
+            .map(|t| {
+                t.dirty = false;
+                t.clone()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(target: &str, errno: i32, ts_ns: u64) -> Connect {
+        Connect {
+            ts_ns,
+            pid: 1,
+            tid: 1,
+            comm: "nginx".into(),
+            fd: 3,
+            target: Target::UnixPath(target.as_bytes().to_vec()),
+            errno,
+            duration_ns: 1000,
+        }
+    }
+
+    #[test]
+    fn counts_failures_per_target_and_errno() {
+        let mut s = ConnectStats::new(16);
+        assert!(s.record(&connect("/a", 11, 10)));
+        s.record(&connect("/a", 11, 50));
+        s.record(&connect("/a", 0, 60));
+        s.record(&connect("/a", 115, 70)); // EINPROGRESS: not a failure
+        s.record(&connect("/b", 2, 80));
+        let a = s.get(&Target::UnixPath(b"/a".to_vec())).unwrap();
+        assert_eq!((a.connects, a.failed(), a.errno_count(11)), (4, 2, 2));
+        assert_eq!(a.errors[&11], ErrnoCount { count: 2, first_ns: 10, last_ns: 50 });
+        assert_eq!(s.get(&Target::UnixPath(b"/b".to_vec())).unwrap().errno_count(2), 1);
+    }
+
+    #[test]
+    fn samples_are_rate_limited() {
+        let mut s = ConnectStats::new(16);
+        let t = Target::UnixPath(b"/a".to_vec());
+        assert!(s.record(&connect("/a", 11, 1_000)));
+        s.record_sample(&t, 1_000, None, |_| None, Some(4096));
+        assert!(!s.record(&connect("/a", 11, 2_000)));
+        assert!(s.record(&connect("/a", 11, 1_000 + SAMPLE_EVERY_NS)));
+    }
+
+    #[test]
+    fn backlog_traced_derived_or_lower_bound() {
+        let mut s = ConnectStats::new(16);
+        let t = Target::UnixPath(b"/a".to_vec());
+        s.record(&connect("/a", 11, 1));
+        let l = |inode, queue_max| Some(Listener { inode, queue_len: 17, queue_max });
+        s.record_sample(&t, 1, l(7, 16), |_| None, Some(4096));
+        assert_eq!(s.get(&t).unwrap().listener.as_ref().unwrap().backlog, Some(Backlog::Derived(16)));
+        assert_eq!(s.get(&t).unwrap().peak_queue_len, 17);
+        s.record_sample(&t, 2, l(8, 4096), |_| None, Some(4096));
+        assert_eq!(s.get(&t).unwrap().listener.as_ref().unwrap().backlog, Some(Backlog::AtLeast(4096)));
+        s.record_listen(8, 10000);
+        s.record_sample(&t, 3, l(8, 4096), |_| None, Some(4096));
+        assert_eq!(s.get(&t).unwrap().listener.as_ref().unwrap().backlog, Some(Backlog::Traced(10000)));
+    }
+
+    #[test]
+    fn targets_are_capped() {
+        let mut s = ConnectStats::new(2);
+        s.record(&connect("/a", 11, 1));
+        s.record(&connect("/b", 11, 1));
+        s.record(&connect("/c", 11, 1));
+        s.record(&connect("/a", 11, 2));
+        assert_eq!(s.targets().count(), 2);
+        assert_eq!(s.untracked, 1);
+    }
+}

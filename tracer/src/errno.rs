@@ -1,0 +1,46 @@
+//! Names and meanings of the connect() errors that matter in front of an upstream.
+
+/// (errno, name, what it means for an upstream)
+const KNOWN: &[(i32, &str, &str)] = &[
+    (libc::EAGAIN, "EAGAIN", "listen queue full"),
+    (libc::ENOENT, "ENOENT", "socket file missing: app server down?"),
+    (libc::EACCES, "EACCES", "permission denied on the socket file"),
+    (libc::ECONNREFUSED, "ECONNREFUSED", "nothing listening"),
+    (libc::ETIMEDOUT, "ETIMEDOUT", "connect timed out"),
+    (libc::EHOSTUNREACH, "EHOSTUNREACH", "host unreachable"),
+    (libc::ENETUNREACH, "ENETUNREACH", "network unreachable"),
+    (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL", "no free local port (ephemeral ports exhausted)"),
+    (libc::ECONNRESET, "ECONNRESET", "connection reset"),
+    (libc::EPERM, "EPERM", "blocked (firewall or LSM)"),
+    (libc::EINPROGRESS, "EINPROGRESS", "non-blocking connect in progress"),
+    (libc::EALREADY, "EALREADY", "connect already in progress"),
+    (libc::EISCONN, "EISCONN", "already connected"),
+    (libc::EINTR, "EINTR", "interrupted by a signal"),
+    (libc::EPROTOTYPE, "EPROTOTYPE", "socket type mismatch"),
+    (libc::EBADF, "EBADF", "bad file descriptor"),
+];
+
+/// `EAGAIN`, or `E<n>` for one we do not name.
+pub fn name(errno: i32) -> String {
+    KNOWN.iter().find(|k| k.0 == errno).map_or_else(|| format!("E{errno}"), |k| k.1.to_string())
+}
+
+pub fn meaning(errno: i32) -> &'static str {
+    KNOWN.iter().find(|k| k.0 == errno).map_or("", |k| k.2)
+}
+
+/// Results of a connect() that are not failures of the connection attempt.
+pub fn is_in_progress(errno: i32) -> bool {
+    errno == libc::EINPROGRESS || errno == libc::EALREADY || errno == libc::EISCONN
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert_eq!(super::name(11), "EAGAIN");
+        assert_eq!(super::name(2), "ENOENT");
+        assert_eq!(super::name(9999), "E9999");
+        assert_eq!(super::meaning(11), "listen queue full");
+    }
+}

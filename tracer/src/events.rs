@@ -1,0 +1,140 @@
+//! Ring-buffer records → typed events. The header's `kind` says which struct follows.
+
+use std::mem::size_of;
+
+use tracer_common::{kind, ConnectEvent, EventHeader, ListenEvent};
+
+use crate::errno;
+use crate::sockaddr::Target;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the {need}-byte {what}")]
+    Short { len: usize, need: usize, what: &'static str },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+}
+
+/// A decoded kernel event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Connect(ConnectEvent),
+    Listen(ListenEvent),
+}
+
+fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short { len: bytes.len(), need: size_of::<T>(), what });
+    }
+    // SAFETY: length checked; T is a repr(C) plain-old-data wire struct; unaligned read.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+impl Event {
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let hdr: EventHeader = read(bytes, "event header")?;
+        match hdr.kind {
+            kind::CONNECT => Ok(Event::Connect(read(bytes, "connect event")?)),
+            kind::LISTEN => Ok(Event::Listen(read(bytes, "listen event")?)),
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Event::Connect(e) => &e.hdr,
+            Event::Listen(e) => &e.hdr,
+        }
+    }
+}
+
+/// The process name from a header (NUL-padded).
+pub fn comm(hdr: &EventHeader) -> String {
+    let end = hdr.comm.iter().position(|&b| b == 0).unwrap_or(hdr.comm.len());
+    String::from_utf8_lossy(&hdr.comm[..end]).into_owned()
+}
+
+/// A connect() with its address decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connect {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub fd: i32,
+    pub target: Target,
+    /// 0 or a positive errno.
+    pub errno: i32,
+    pub duration_ns: u64,
+}
+
+impl Connect {
+    pub fn from_event(e: &ConnectEvent) -> Connect {
+        Connect {
+            ts_ns: e.hdr.ts_ns,
+            pid: e.hdr.pid,
+            tid: e.hdr.tid,
+            comm: comm(&e.hdr),
+            fd: e.fd,
+            target: Target::parse(&e.addr, e.addrlen),
+            errno: if e.ret < 0 { (-e.ret) as i32 } else { 0 },
+            duration_ns: e.duration_ns,
+        }
+    }
+
+    /// A connect that did not reach the listener. EINPROGRESS (non-blocking TCP connect in
+    /// flight) and EISCONN are normal, not failures.
+    pub fn failed(&self) -> bool {
+        self.errno != 0 && !errno::is_in_progress(self.errno)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::connect::SOCKADDR_MAX;
+
+    fn connect_bytes(ret: i64) -> Vec<u8> {
+        let mut comm = [0u8; 16];
+        comm[..5].copy_from_slice(b"nginx");
+        let mut addr = [0u8; SOCKADDR_MAX];
+        addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        addr[2..12].copy_from_slice(b"/tmp/a.sock");
+        let e = ConnectEvent {
+            hdr: EventHeader { kind: kind::CONNECT, pid: 10, tid: 11, _pad: 0, ts_ns: 5, comm },
+            duration_ns: 1200,
+            ret,
+            fd: 7,
+            addrlen: 2 + 11 + 1,
+            addr,
+        };
+        let p = &e as *const ConnectEvent as *const u8;
+        unsafe { std::slice::from_raw_parts(p, size_of::<ConnectEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_a_connect() {
+        let Event::Connect(e) = Event::decode(&connect_bytes(-11)).unwrap() else { panic!() };
+        let c = Connect::from_event(&e);
+        assert_eq!(c.comm, "nginx");
+        assert_eq!((c.pid, c.tid, c.fd, c.errno, c.duration_ns), (10, 11, 7, 11, 1200));
+        assert_eq!(c.target.to_string(), "unix:/tmp/a.sock");
+        assert!(c.failed());
+    }
+
+    #[test]
+    fn einprogress_is_not_a_failure() {
+        let Event::Connect(e) = Event::decode(&connect_bytes(-115)).unwrap() else { panic!() };
+        assert!(!Connect::from_event(&e).failed());
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        let b = connect_bytes(0);
+        assert!(matches!(Event::decode(&b[..30]), Err(DecodeError::Short { need: 40, .. })));
+        assert!(matches!(Event::decode(&b[..100]), Err(DecodeError::Short { what: "connect event", .. })));
+        let mut u = b.clone();
+        u[..4].copy_from_slice(&99u32.to_ne_bytes());
+        assert_eq!(Event::decode(&u), Err(DecodeError::UnknownKind(99)));
+    }
+}

@@ -1,0 +1,255 @@
+//! The listener behind an upstream target, from sock_diag netlink (unix_diag with
+//! UDIAG_SHOW_RQLEN, inet_diag for TCP): queue length now, effective maximum, inode; and who owns
+//! it (the processes holding the socket, from /proc/*/fd) and net.core.somaxconn.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::ffi::OsStrExt;
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::{
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{self, ExtensionFlags, InetRequest, SocketId},
+    unix::{
+        self,
+        nlas::{Nla as UnixNla, UnixDiagName},
+        ShowFlags, UnixRequest,
+    },
+    SockDiagMessage,
+};
+use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
+use serde::Serialize;
+
+use crate::sockaddr::Target;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiagError {
+    #[error("sock_diag netlink: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("sock_diag netlink: bad reply: {0}")]
+    Decode(String),
+    #[error("sock_diag netlink: kernel answered error {0}")]
+    Kernel(i32),
+}
+
+/// A listening socket as sock_diag reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Listener {
+    pub inode: u32,
+    /// Connections waiting to be accepted now.
+    pub queue_len: u32,
+    /// The effective backlog: min(listen() argument, somaxconn). A unix listener refuses new
+    /// connections (EAGAIN) once `queue_len` exceeds this, so it holds `queue_max + 1` at most.
+    pub queue_max: u32,
+}
+
+/// Send one dump request and collect every reply message.
+fn dump(request: SockDiagMessage) -> Result<Vec<SockDiagMessage>, DiagError> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&NlAddr::new(0, 0))?;
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut packet = NetlinkMessage::new(hdr, request.into());
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+
+    let mut out = Vec::new();
+    let mut rx = vec![0u8; 64 * 1024];
+    loop {
+        let n = socket.recv(&mut &mut rx[..], 0)?;
+        let mut off = 0;
+        while off < n {
+            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[off..n])
+                .map_err(|e| DiagError::Decode(e.to_string()))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    return Err(DiagError::Kernel(e.code.map_or(0, |c| c.get())));
+                }
+                NetlinkPayload::InnerMessage(m) => out.push(m),
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// The unix listener bound to `target` (path or abstract name), if any.
+pub fn unix_listener(target: &Target) -> Result<Option<Listener>, DiagError> {
+    let replies = dump(SockDiagMessage::UnixRequest(UnixRequest {
+        state_flags: unix::StateFlags::LISTEN,
+        inode: 0,
+        show_flags: ShowFlags::NAME | ShowFlags::RQLEN,
+        cookie: [0xff; 8],
+    }))?;
+    for m in replies {
+        let SockDiagMessage::UnixResponse(r) = m else { continue };
+        let same = match (r.name(), target) {
+            (Some(UnixDiagName::Pathname(p)), Target::UnixPath(want)) => p.as_bytes() == want.as_slice(),
+            (Some(UnixDiagName::Abstract(n)), Target::UnixAbstract(want)) => n == want,
+            _ => false,
+        };
+        if !same {
+            continue;
+        }
+        let (queue_len, queue_max) = r
+            .nlas
+            .iter()
+            .find_map(|n| if let UnixNla::ReceiveQueueLength(a, b) = n { Some((*a, *b)) } else { None })
+            .unwrap_or((0, 0));
+        return Ok(Some(Listener { inode: r.header.inode, queue_len, queue_max }));
+    }
+    Ok(None)
+}
+
+/// The TCP listener that accepts connections to `addr`: an exact bind, else a wildcard one.
+pub fn tcp_listener(addr: SocketAddr) -> Result<Option<Listener>, DiagError> {
+    let family = if addr.is_ipv4() { AF_INET } else { AF_INET6 };
+    let socket_id = if addr.is_ipv4() { SocketId::new_v4() } else { SocketId::new_v6() };
+    let replies = dump(SockDiagMessage::InetRequest(InetRequest {
+        family,
+        protocol: IPPROTO_TCP,
+        extensions: ExtensionFlags::empty(),
+        states: inet::StateFlags::LISTEN,
+        socket_id,
+    }))?;
+    let mut wildcard = None;
+    for m in replies {
+        let SockDiagMessage::InetResponse(r) = m else { continue };
+        let h = &r.header;
+        if h.socket_id.source_port != addr.port() {
+            continue;
+        }
+        let l = Listener { inode: h.inode, queue_len: h.recv_queue, queue_max: h.send_queue };
+        if h.socket_id.source_address == addr.ip() {
+            return Ok(Some(l));
+        }
+        if h.socket_id.source_address.is_unspecified() {
+            wildcard = Some(l);
+        }
+    }
+    Ok(wildcard)
+}
+
+/// Look up the listener for any target kind.
+pub fn listener_for(target: &Target) -> Result<Option<Listener>, DiagError> {
+    match target {
+        Target::UnixPath(_) | Target::UnixAbstract(_) => unix_listener(target),
+        Target::Inet(a) => tcp_listener(normalize(*a)),
+        _ => Ok(None),
+    }
+}
+
+/// An IPv4-mapped IPv6 target is served by an IPv4 (or dual-stack) listener.
+fn normalize(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
+    }
+}
+
+/// A process holding a socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+    /// Other processes holding the same socket (e.g. a pre-fork server's workers).
+    pub sharers: u32,
+}
+
+/// Which process owns the socket with `inode`: of all processes holding it, the one whose parent
+/// does not (the master of a pre-fork server).
+pub fn owner_of(inode: u32) -> Option<Owner> {
+    let link = format!("socket:[{inode}]");
+    let mut holders = HashSet::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str().as_bytes() == link.as_bytes())) {
+            holders.insert(pid);
+        }
+    }
+    let parents: HashMap<u32, u32> = holders.iter().map(|&p| (p, ppid(p).unwrap_or(0))).collect();
+    let root = *holders.iter().filter(|p| !holders.contains(&parents[p])).min()?;
+    Some(Owner { pid: root, comm: process_comm(root), sharers: holders.len() as u32 - 1 })
+}
+
+/// The socket inode behind `fd` of process `pid`.
+pub fn socket_inode(pid: u32, fd: i32) -> Option<u32> {
+    let l = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let s = l.to_str()?;
+    s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+pub fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised comm (which may itself contain spaces or ')').
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+pub fn process_comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default()
+}
+
+/// Children of `pid` (all threads' children lists).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// net.core.somaxconn of the tracer's network namespace.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// Real kernel, no privileges needed: a unix listener we create is found with its backlog.
+    #[test]
+    fn finds_own_unix_listener_queue_and_owner() {
+        let dir = std::env::temp_dir().join(format!("tracer-diag-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("l.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap(); // std listens with backlog 128
+        let t = Target::UnixPath(path.as_os_str().as_bytes().to_vec());
+        let got = unix_listener(&t).unwrap().expect("listener found");
+        assert_eq!(got.queue_len, 0);
+        assert_eq!(got.queue_max, 128.min(somaxconn().unwrap()));
+        let _c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert_eq!(unix_listener(&t).unwrap().unwrap().queue_len, 1);
+        let owner = owner_of(got.inode).unwrap();
+        assert_eq!(owner.pid, std::process::id());
+        drop(l);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn finds_own_tcp_listener() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let got = tcp_listener(l.local_addr().unwrap()).unwrap().expect("listener found");
+        assert_eq!(got.queue_max, 128.min(somaxconn().unwrap()));
+        assert_eq!(socket_inode(std::process::id(), std::os::fd::AsRawFd::as_raw_fd(&l)), Some(got.inode));
+    }
+}

@@ -1,0 +1,158 @@
+//! Checks the host can run us, loads the kernel programs with the filter, attaches each
+//! tracepoint and records what attached and what did not (a missing tracepoint disables one
+//! feature, not the tool).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use aya::{maps::HashMap as BpfHashMap, programs::TracePoint, Ebpf, EbpfLoader};
+use serde::Serialize;
+use tracer_common::filter::{FilterConfig, BY_CGROUP, BY_COMM, BY_PID};
+
+/// A kernel program and the tracepoint it goes on.
+pub struct ProbeSpec {
+    pub program: &'static str,
+    pub category: &'static str,
+    pub name: &'static str,
+    /// What the user loses if this one does not attach.
+    pub feature: &'static str,
+    /// Without it the command cannot do its job at all.
+    pub required: bool,
+}
+
+pub const CONNECT_PROBES: &[ProbeSpec] = &[
+    ProbeSpec { program: "connect_enter", category: "syscalls", name: "sys_enter_connect", feature: "connect() tracing", required: true },
+    ProbeSpec { program: "connect_exit", category: "syscalls", name: "sys_exit_connect", feature: "connect() tracing", required: true },
+    ProbeSpec { program: "listen_enter", category: "syscalls", name: "sys_enter_listen", feature: "the backlog passed to listen() (derived from sock_diag instead)", required: false },
+];
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeStatus {
+    pub program: &'static str,
+    pub tracepoint: String,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Which processes to trace (checked first in every program, in the kernel).
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Tgids (callers expand a process to its children).
+    pub pids: Vec<u32>,
+    pub comm: Option<String>,
+    pub cgroup_id: Option<u64>,
+}
+
+impl Filter {
+    fn config(&self) -> anyhow::Result<FilterConfig> {
+        let mut c = FilterConfig::ALL;
+        if !self.pids.is_empty() {
+            c.flags |= BY_PID;
+        }
+        if let Some(comm) = &self.comm {
+            // The kernel keeps the first 15 bytes of a name; match what it keeps.
+            let b = comm.as_bytes();
+            if b.is_empty() {
+                bail!("--comm: empty process name");
+            }
+            let n = b.len().min(15);
+            c.comm[..n].copy_from_slice(&b[..n]);
+            c.flags |= BY_COMM;
+        }
+        if let Some(id) = self.cgroup_id {
+            c.cgroup_id = id;
+            c.flags |= BY_CGROUP;
+        }
+        Ok(c)
+    }
+}
+
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    /// Kernel-side log records (aya-log); `flush` it now and then.
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    pub probes: Vec<ProbeStatus>,
+    pub attach_time: Duration,
+}
+
+/// CAP_BPF (39) + CAP_PERFMON (38), or CAP_SYS_ADMIN (21), in the effective set.
+fn has_bpf_caps() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let Some(eff) = status.lines().find_map(|l| l.strip_prefix("CapEff:")) else { return false };
+    let Ok(eff) = u64::from_str_radix(eff.trim(), 16) else { return false };
+    let bit = |n: u32| eff & (1u64 << n) != 0;
+    bit(21) || (bit(39) && bit(38))
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Refuse early, with one line the user can act on, when the host cannot load us.
+pub fn preflight() -> anyhow::Result<()> {
+    if !has_bpf_caps() {
+        bail!("needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) to load eBPF programs: run it with sudo");
+    }
+    let has_events = |p: &str| Path::new(p).join("events").is_dir();
+    if !has_events(TRACEFS) && !has_events("/sys/kernel/debug/tracing") {
+        let c = std::ffi::CString::new(TRACEFS).expect("no NUL");
+        let fs = std::ffi::CString::new("tracefs").expect("no NUL");
+        // SAFETY: valid NUL-terminated strings, no data argument.
+        let rc = unsafe { libc::mount(fs.as_ptr(), c.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 || !has_events(TRACEFS) {
+            bail!(
+                "tracefs is not mounted and mounting it failed ({}): run `mount -t tracefs tracefs {TRACEFS}`",
+                std::io::Error::last_os_error()
+            );
+        }
+        log::info!("mounted tracefs at {TRACEFS}");
+    }
+    Ok(())
+}
+
+/// Load the object, set the filter, attach `probes`.
+pub fn load(filter: &Filter, probes: &[ProbeSpec], ringbuf_bytes: u32) -> anyhow::Result<Loaded> {
+    let start = Instant::now();
+    let config = filter.config()?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("FILTER", &config, true)
+        .map_max_entries("EVENTS", ringbuf_bytes)
+        .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")))
+        .context("loading the eBPF object (is this kernel ≥ 5.8 with BTF and ring buffers?)")?;
+    // Kept alive for the programs' lifetime: dropping it closes the log map they reference.
+    let logger = aya_log::EbpfLogger::init(&mut ebpf)
+        .map_err(|e| log::debug!("aya-log not initialised: {e}"))
+        .ok();
+    if !filter.pids.is_empty() {
+        let mut m: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(ebpf.map_mut("PID_FILTER").context("map PID_FILTER missing")?)?;
+        for &pid in &filter.pids {
+            m.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the filter"))?;
+        }
+    }
+    let mut statuses = Vec::new();
+    for p in probes {
+        let tracepoint = format!("{}:{}", p.category, p.name);
+        let result = attach(&mut ebpf, p);
+        if let Err(e) = &result {
+            if p.required {
+                return Err(anyhow::anyhow!("{e:#}")).with_context(|| {
+                    format!("cannot attach {tracepoint}: {} is unavailable (is CONFIG_FTRACE_SYSCALLS on?)", p.feature)
+                });
+            }
+            log::warn!("tracepoint {tracepoint} unavailable ({e:#}): running without {}", p.feature);
+        }
+        statuses.push(ProbeStatus { program: p.program, tracepoint, attached: result.is_ok(), error: result.err().map(|e| format!("{e:#}")) });
+    }
+    Ok(Loaded { ebpf, logger, probes: statuses, attach_time: start.elapsed() })
+}
+
+fn attach(ebpf: &mut Ebpf, p: &ProbeSpec) -> anyhow::Result<()> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(p.program)
+        .with_context(|| format!("program {} missing from the object", p.program))?
+        .try_into()?;
+    prog.load().with_context(|| format!("verifier rejected {}", p.program))?;
+    prog.attach(p.category, p.name)?;
+    Ok(())
+}

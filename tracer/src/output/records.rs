@@ -1,0 +1,155 @@
+//! The records `watch` emits. Field names are the stable JSON schema documented in the README:
+//! add fields, never rename or repurpose one.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::collector::TargetStats;
+use crate::errno;
+use crate::events::Connect;
+use crate::load::ProbeStatus;
+use crate::source::Lost;
+use crate::timebase::Timebase;
+
+/// `{"type":"connect_failed", ...}`: one failed connect().
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectFailed {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Unix time, seconds.
+    pub time: f64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub fd: i32,
+    pub target: String,
+    pub family: &'static str,
+    pub errno: i32,
+    pub error: String,
+    pub meaning: &'static str,
+    pub duration_us: f64,
+}
+
+impl ConnectFailed {
+    pub fn new(c: &Connect, tb: &Timebase) -> ConnectFailed {
+        ConnectFailed {
+            kind: "connect_failed",
+            time: tb.unix_secs(c.ts_ns),
+            pid: c.pid,
+            tid: c.tid,
+            comm: c.comm.clone(),
+            fd: c.fd,
+            target: c.target.to_string(),
+            family: c.target.family(),
+            errno: c.errno,
+            error: errno::name(c.errno),
+            meaning: errno::meaning(c.errno),
+            duration_us: c.duration_ns as f64 / 1e3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ErrnoSummary {
+    pub errno: i32,
+    pub count: u64,
+    /// Unix time of the first and last failure, seconds.
+    pub first: f64,
+    pub last: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ListenerSummary {
+    /// Socket inode of the listener.
+    pub inode: u32,
+    /// Pending connections at the last sample.
+    pub queue_len: u32,
+    /// Largest queue length seen while sampling.
+    pub peak_queue_len: u32,
+    /// Effective backlog: min(listen() backlog, somaxconn).
+    pub queue_max: u32,
+    pub owner_pid: Option<u32>,
+    pub owner_comm: Option<String>,
+    /// Other processes sharing the listener (pre-fork workers).
+    pub owner_sharers: Option<u32>,
+    /// The backlog passed to listen(), and how we know it: "traced" (seen), "derived" (queue_max
+    /// is below somaxconn so listen() got exactly that), "at_least" (capped at somaxconn).
+    pub listen_backlog: Option<i64>,
+    pub listen_backlog_source: Option<&'static str>,
+    pub somaxconn: Option<u32>,
+}
+
+/// `{"type":"target", ...}`: the running totals for one upstream target.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TargetSummary {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// True on the summaries printed at exit.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub target: String,
+    pub family: &'static str,
+    pub connects: u64,
+    pub failed: u64,
+    /// By errno name (EAGAIN, ENOENT, ...).
+    pub errors: BTreeMap<String, ErrnoSummary>,
+    pub connect_p50_us: f64,
+    pub connect_p99_us: f64,
+    pub connect_max_us: f64,
+    /// None when no sample found a listener (socket missing, nothing listening).
+    pub listener: Option<ListenerSummary>,
+}
+
+impl TargetSummary {
+    pub fn new(t: &TargetStats, tb: &Timebase, is_final: bool) -> TargetSummary {
+        let errors = t
+            .errors
+            .iter()
+            .map(|(&no, e)| {
+                (errno::name(no), ErrnoSummary { errno: no, count: e.count, first: tb.unix_secs(e.first_ns), last: tb.unix_secs(e.last_ns) })
+            })
+            .collect();
+        let us = |ns: u64| ns as f64 / 1e3;
+        let listener = t.listener.as_ref().map(|v| ListenerSummary {
+            inode: v.listener.inode,
+            queue_len: v.listener.queue_len,
+            peak_queue_len: t.peak_queue_len,
+            queue_max: v.listener.queue_max,
+            owner_pid: v.owner.as_ref().map(|o| o.pid),
+            owner_comm: v.owner.as_ref().map(|o| o.comm.clone()),
+            owner_sharers: v.owner.as_ref().map(|o| o.sharers),
+            listen_backlog: v.backlog.map(|b| b.value()),
+            listen_backlog_source: v.backlog.map(|b| b.source()),
+            somaxconn: v.somaxconn,
+        });
+        TargetSummary {
+            kind: "target",
+            is_final,
+            target: t.target.to_string(),
+            family: t.target.family(),
+            connects: t.connects,
+            failed: t.failed(),
+            errors,
+            connect_p50_us: us(t.duration_ns.value_at_quantile(0.5)),
+            connect_p99_us: us(t.duration_ns.value_at_quantile(0.99)),
+            connect_max_us: us(t.duration_ns.max()),
+            listener,
+        }
+    }
+}
+
+/// `{"type":"stats", ...}`: what the tracer saw and lost.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// Events decoded from the ring buffer.
+    pub events: u64,
+    pub lost: Lost,
+    /// connect()s to targets beyond the target cap (counted, not itemised).
+    pub untracked_connects: u64,
+    pub probes: Vec<ProbeStatus>,
+}

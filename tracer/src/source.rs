@@ -1,0 +1,88 @@
+//! The event ring buffer as an async source of decoded events, and the kernel's loss counters.
+
+use anyhow::Context as _;
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::Ebpf;
+use tokio::io::unix::AsyncFd;
+use tracer_common::counters;
+
+use crate::events::Event;
+
+pub struct Source {
+    ring: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Records userspace could not decode (a version mismatch would show here).
+    pub decode_errors: u64,
+    pub events: u64,
+}
+
+/// Events the kernel side dropped, by reason (`tracer_common::counters::NAMES`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Lost {
+    pub ringbuf_full: u64,
+    pub pending_map_full: u64,
+    pub addr_read_failed: u64,
+    pub decode_errors: u64,
+}
+
+impl Lost {
+    pub fn total_dropped(&self) -> u64 {
+        self.ringbuf_full + self.pending_map_full + self.decode_errors
+    }
+}
+
+impl Source {
+    pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Source> {
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
+        // SAFETY: the ring buffer owns its map fd and moves into the AsyncFd, so the fd stays open
+        // for as long as it is registered.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
+        Ok(Source { ring, counters, decode_errors: 0, events: 0 })
+    }
+
+    /// Wait until the ring buffer has data, then hand every record to `f`.
+    pub async fn next_batch(&mut self, mut f: impl FnMut(Event)) -> anyhow::Result<()> {
+        let mut guard = self.ring.readable_mut().await?;
+        let (events, errors) = drain_ring(guard.get_inner_mut(), &mut f);
+        guard.clear_ready();
+        self.events += events;
+        self.decode_errors += errors;
+        Ok(())
+    }
+
+    /// Hand every record already in the ring buffer to `f` (used at exit).
+    pub fn drain(&mut self, mut f: impl FnMut(Event)) {
+        let (events, errors) = drain_ring(self.ring.get_mut(), &mut f);
+        self.events += events;
+        self.decode_errors += errors;
+    }
+
+    pub fn lost(&self) -> Lost {
+        let sum = |i: u32| self.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        Lost {
+            ringbuf_full: sum(counters::RINGBUF_FULL),
+            pending_map_full: sum(counters::PENDING_MAP_FULL),
+            addr_read_failed: sum(counters::ADDR_READ_FAILED),
+            decode_errors: self.decode_errors,
+        }
+    }
+}
+
+/// Decode and hand on every record in the ring; returns (decoded, undecodable).
+fn drain_ring(ring: &mut RingBuf<MapData>, f: &mut impl FnMut(Event)) -> (u64, u64) {
+    let (mut events, mut errors) = (0, 0);
+    while let Some(item) = ring.next() {
+        match Event::decode(&item) {
+            Ok(e) => {
+                events += 1;
+                f(e);
+            }
+            Err(err) => {
+                errors += 1;
+                log::debug!("undecodable record: {err}");
+            }
+        }
+    }
+    (events, errors)
+}
