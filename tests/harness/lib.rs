@@ -1,1 +1,378 @@
+//! Harness for the root-only end-to-end tests: RAII guards that start real nginx and gunicorn on
+//! loopback in a scratch directory and always stop them, the tracer run as a child process, load
+//! from `ab`, and nginx's own logs read back as ground truth. Each test owns its ports, socket
+//! paths and a pid filter, so tests run in parallel without sharing counts.
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The repository root (for tests/apps).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// These tests load eBPF programs and start servers: they need root. Failing (not skipping) keeps
+/// a non-root run from looking green.
+pub fn require_root() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "end-to-end tests must run as root (they load eBPF programs)");
+}
+
+/// A scratch directory, removed on drop. World-traversable: nginx workers run as `nobody`.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("tracer-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        set_mode(&dir, 0o755);
+        Scratch { dir }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_SCRATCH").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A child process in its own process group, killed (whole group) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        let child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Proc { child, name })
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Send `sig` to the group and wait up to `grace` for the leader to exit.
+    pub fn stop(&mut self, sig: i32, grace: Duration) -> bool {
+        let pgid = self.child.id() as i32;
+        unsafe { libc::kill(-pgid, sig) };
+        let end = Instant::now() + grace;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if !self.stop(libc::SIGTERM, Duration::from_secs(5)) {
+            self.stop(libc::SIGKILL, Duration::from_secs(5));
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// A command found on PATH (or in the usual sbin directories, which a plain PATH may lack).
+pub fn find_program(name: &str) -> Result<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path.split(':').chain(["/usr/sbin", "/usr/bin", "/usr/local/bin", "/sbin"]) {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{name} not found on PATH: run `cargo xtask setup` first")
+}
+
+pub struct GunicornOpts {
+    /// `unix:/path` or `127.0.0.1:port`.
+    pub bind: String,
+    pub backlog: u32,
+    pub workers: u32,
+    pub app_sleep: f64,
+    /// File mode mask for the unix socket gunicorn creates (0 = world-connectable).
+    pub umask: u32,
+}
+
+impl Default for GunicornOpts {
+    fn default() -> Self {
+        GunicornOpts { bind: String::new(), backlog: 16, workers: 1, app_sleep: 0.5, umask: 0 }
+    }
+}
+
+/// gunicorn serving tests/apps/slow_app.py.
+pub struct Gunicorn {
+    pub proc: Proc,
+}
+
+impl Gunicorn {
+    pub fn start(o: &GunicornOpts) -> Result<Gunicorn> {
+        let exe = find_program("gunicorn")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["--bind", &o.bind, "--backlog", &o.backlog.to_string(), "--workers", &o.workers.to_string()])
+            .args(["--worker-class", "sync", "--timeout", "60", "--no-control-socket", "--umask"])
+            .arg(format!("0o{:o}", o.umask))
+            .arg("--chdir")
+            .arg(repo_root().join("tests/apps"))
+            .arg("slow_app:app")
+            .env("APP_SLEEP", o.app_sleep.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let proc = Proc::spawn("gunicorn", &mut cmd)?;
+        let g = Gunicorn { proc };
+        let bind = o.bind.clone();
+        wait_for(&format!("gunicorn on {bind}"), Duration::from_secs(20), || match bind.strip_prefix("unix:") {
+            Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            None => TcpStream::connect(&bind).is_ok(),
+        })?;
+        // The probe connection above costs the app one request: let it finish.
+        std::thread::sleep(Duration::from_secs_f64(o.app_sleep + 0.2));
+        Ok(g)
+    }
+
+    /// The gunicorn master process id (the exec'd pid; pyenv shims exec in place).
+    pub fn master_pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+/// nginx in front of one upstream, logging to the scratch directory.
+pub struct Nginx {
+    pub proc: Proc,
+    pub port: u16,
+    pub access_log: PathBuf,
+    pub error_log: PathBuf,
+}
+
+pub struct NginxOpts<'a> {
+    /// What follows `proxy_pass http://`: `unix:/path:` or `127.0.0.1:8000`.
+    pub upstream: &'a str,
+    /// Extra directives inside `location / {}`.
+    pub location_extra: &'a str,
+    pub workers: u32,
+}
+
+impl Nginx {
+    pub fn start(scratch: &Scratch, o: &NginxOpts) -> Result<Nginx> {
+        let port = free_port();
+        let d = scratch.dir.display();
+        let conf = format!(
+            r#"daemon off;
+master_process on;
+worker_processes {workers};
+pid {d}/nginx.pid;
+error_log {d}/error.log error;
+events {{ worker_connections 4096; }}
+http {{
+    log_format tracer '$status $request_time "$upstream_addr" "$upstream_status" "$request"';
+    access_log {d}/access.log tracer;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://{upstream};
+            {extra}
+        }}
+    }}
+}}
+"#,
+            workers = o.workers,
+            upstream = o.upstream,
+            extra = o.location_extra
+        );
+        let conf_path = scratch.path("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = Command::new(find_program("nginx")?);
+        cmd.arg("-c").arg(&conf_path).arg("-p").arg(&scratch.dir).arg("-e").arg(scratch.path("error.log"));
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let proc = Proc::spawn("nginx", &mut cmd)?;
+        let n = Nginx { proc, port, access_log: scratch.path("access.log"), error_log: scratch.path("error.log") };
+        wait_for(&format!("nginx on port {port}"), Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok() && n.worker_pids().len() == o.workers as usize
+        })?;
+        Ok(n)
+    }
+
+    pub fn master_pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let pid = self.master_pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+
+    /// Status code → count, from the access log (ground truth for what clients got).
+    pub fn statuses(&self) -> BTreeMap<u16, u64> {
+        let mut m = BTreeMap::new();
+        for line in std::fs::read_to_string(&self.access_log).unwrap_or_default().lines() {
+            if let Some(s) = line.split(' ').next().and_then(|s| s.parse().ok()) {
+                *m.entry(s).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    pub fn count_status(&self, status: u16) -> u64 {
+        self.statuses().get(&status).copied().unwrap_or(0)
+    }
+
+    /// Error-log lines containing `needle`.
+    pub fn error_lines(&self, needle: &str) -> u64 {
+        std::fs::read_to_string(&self.error_log).unwrap_or_default().lines().filter(|l| l.contains(needle)).count() as u64
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// `ab -n N -c C url`: a bounded burst (N requests, at most 60 s).
+pub fn ab(url: &str, n: u32, c: u32) -> Result<String> {
+    let out = Command::new(find_program("ab")?)
+        .args(["-q", "-s", "60", "-n", &n.to_string(), "-c", &c.to_string(), url])
+        .output()
+        .context("running ab")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("ab failed: {}\n{}", String::from_utf8_lossy(&out.stderr), text);
+    }
+    Ok(text)
+}
+
+/// `tracer watch --json` as a child process.
+pub struct Tracer {
+    proc: Proc,
+    stdout: mpsc::Receiver<String>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Tracer {
+    /// Start `tracer watch --json ARGS` and wait until its programs are attached.
+    pub fn watch(bin: &str, args: &[&str]) -> Result<Tracer> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("watch").arg("--json").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut proc = Proc::spawn("tracer", &mut cmd)?;
+        let (tx, rx) = mpsc::channel();
+        let out = proc.child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                let _ = tx.send(line);
+            }
+        });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = proc.child.stderr.take().expect("piped");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(err);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if line.contains("watching") {
+                    let _ = ready_tx.send(());
+                }
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = proc.child.try_wait();
+            bail!("tracer did not attach: {}", stderr.lock().unwrap());
+        }
+        Ok(Tracer { proc, stdout: rx, stderr })
+    }
+
+    /// SIGINT, wait for the final summary, return every JSON record it printed.
+    pub fn stop(mut self) -> Result<Vec<serde_json::Value>> {
+        if !self.proc.stop(libc::SIGINT, Duration::from_secs(20)) {
+            bail!("tracer did not exit on SIGINT");
+        }
+        let status = self.proc.child.wait()?;
+        let mut records = Vec::new();
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(2)) {
+            records.push(serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?);
+        }
+        if !status.success() {
+            bail!("tracer exited with {status}: {}", self.stderr.lock().unwrap());
+        }
+        Ok(records)
+    }
+}
+
+/// The final `target` record for `target` (e.g. `unix:/tmp/x.sock`).
+pub fn final_target<'a>(records: &'a [serde_json::Value], target: &str) -> Option<&'a serde_json::Value> {
+    records.iter().find(|r| r["type"] == "target" && r["final"] == true && r["target"] == target)
+}
+
+/// Count of `errno_name` failures in a target record (0 when absent).
+pub fn errno_count(target: Option<&serde_json::Value>, errno_name: &str) -> u64 {
+    target.and_then(|t| t["errors"][errno_name]["count"].as_u64()).unwrap_or(0)
+}
+
+/// The final `stats` record.
+pub fn final_stats(records: &[serde_json::Value]) -> Option<&serde_json::Value> {
+    records.iter().find(|r| r["type"] == "stats" && r["final"] == true)
+}
+
+/// Read a whole pipe (for commands whose output we want on failure).
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+/// Timing-sensitive scenarios (a burst against a 0.5 s app) hold this so that other tests' load
+/// on the 2-core machine does not stretch their burst past one request time.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -99,7 +99,7 @@ mod tests {
         comm[..5].copy_from_slice(b"nginx");
         let mut addr = [0u8; SOCKADDR_MAX];
         addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
-        addr[2..12].copy_from_slice(b"/tmp/a.sock");
+        addr[2..13].copy_from_slice(b"/tmp/a.sock");
         let e = ConnectEvent {
             hdr: EventHeader { kind: kind::CONNECT, pid: 10, tid: 11, _pad: 0, ts_ns: 5, comm },
             duration_ns: 1200,

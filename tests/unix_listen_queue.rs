@@ -1,0 +1,109 @@
+//! nginx → gunicorn on a unix socket: the tracer's connect() errors per socket path must equal
+//! nginx's own count of 502s (access log) and of the matching error-log lines.
+//! Real kernel, real nginx, real gunicorn, real load (ab). Root only.
+
+use std::collections::BTreeMap;
+
+use tracer_e2e::*;
+
+const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+
+/// nginx in front of a unix socket at `sock`, traced by pid (master + workers).
+fn nginx_for(scratch: &Scratch, sock: &std::path::Path) -> Nginx {
+    let upstream = format!("unix:{}:", sock.display());
+    Nginx::start(scratch, &NginxOpts { upstream: &upstream, location_extra: "", workers: 1 }).expect("nginx starts")
+}
+
+fn trace(nginx: &Nginx) -> Tracer {
+    let pid = nginx.master_pid().to_string();
+    Tracer::watch(TRACER, &["--pid", &pid, "--interval", "1s"]).expect("tracer attaches")
+}
+
+/// The acceptance scenario: backlog 16, one sync worker, 0.5 s app, 100 concurrent requests.
+fn backlog_scenario(name: &str, traced: bool) -> (BTreeMap<u16, u64>, Option<(Vec<serde_json::Value>, u64, u32, String)>) {
+    let _serial = exclusive();
+    let scratch = Scratch::new(name);
+    let sock = scratch.path("app.sock");
+    let gunicorn = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), backlog: 16, ..Default::default() })
+        .expect("gunicorn starts");
+    let nginx = nginx_for(&scratch, &sock);
+    let tracer = traced.then(|| trace(&nginx));
+    ab(&nginx.url(), 100, 100).expect("ab runs");
+    let statuses = nginx.statuses();
+    let traced_out = tracer.map(|t| {
+        let records = t.stop().expect("tracer stops cleanly");
+        let eagain_lines = nginx.error_lines("(11: Resource temporarily unavailable)");
+        (records, eagain_lines, gunicorn.master_pid(), sock.display().to_string())
+    });
+    (statuses, traced_out)
+}
+
+#[test]
+fn eagain_count_equals_nginx_502s_and_queue_is_16() {
+    require_root();
+    let (statuses, traced) = backlog_scenario("backlog", true);
+    let (records, eagain_lines, gunicorn_pid, sock) = traced.unwrap();
+    let n502 = statuses.get(&502).copied().unwrap_or(0);
+    let target = final_target(&records, &format!("unix:{sock}"));
+    let eagain = errno_count(target, "EAGAIN");
+    eprintln!("statuses {statuses:?}, tracer EAGAIN {eagain}, error-log EAGAIN lines {eagain_lines}");
+    assert_eq!(statuses.values().sum::<u64>(), 100, "every request logged");
+    assert!(n502 > 0, "the scenario must overflow the queue: {statuses:?}");
+    assert_eq!(eagain, n502, "tracer EAGAIN count == nginx 502s");
+    assert_eq!(eagain, eagain_lines, "tracer EAGAIN count == error-log EAGAIN lines");
+    let l = &target.unwrap()["listener"];
+    assert_eq!(l["queue_max"], 16, "effective backlog: {l}");
+    assert_eq!(l["listen_backlog"], 16, "{l}");
+    assert_eq!(l["owner_pid"], gunicorn_pid, "owner is the gunicorn master: {l}");
+    assert!(l["peak_queue_len"].as_u64().unwrap() >= 16, "queue was full when sampled: {l}");
+    let stats = final_stats(&records).expect("final stats");
+    assert_eq!(stats["lost"]["ringbuf_full"], 0);
+    assert_eq!(stats["lost"]["pending_map_full"], 0);
+}
+
+#[test]
+fn tracing_changes_no_status_count() {
+    require_root();
+    let (untraced, _) = backlog_scenario("untraced", false);
+    let (traced, _) = backlog_scenario("traced", true);
+    eprintln!("untraced {untraced:?} traced {traced:?}");
+    assert_eq!(untraced, traced, "the same load gives the same status counts with and without the tracer");
+}
+
+#[test]
+fn missing_socket_is_enoent_for_every_502() {
+    require_root();
+    let scratch = Scratch::new("enoent");
+    let sock = scratch.path("absent.sock");
+    let nginx = nginx_for(&scratch, &sock);
+    let tracer = trace(&nginx);
+    ab(&nginx.url(), 30, 5).expect("ab runs");
+    let records = tracer.stop().unwrap();
+    let n502 = nginx.count_status(502);
+    let t = final_target(&records, &format!("unix:{}", sock.display()));
+    eprintln!("502s {n502}, tracer {t:?}");
+    assert_eq!(n502, 30);
+    assert_eq!(errno_count(t, "ENOENT"), n502);
+    assert_eq!(nginx.error_lines("(2: No such file or directory)"), n502);
+    assert!(t.unwrap()["listener"].is_null(), "no listener behind a missing path");
+}
+
+#[test]
+fn socket_not_accessible_to_nginx_workers_is_eacces() {
+    require_root();
+    let scratch = Scratch::new("eacces");
+    let sock = scratch.path("private.sock");
+    // umask 077: the socket is 0700 root, nginx's workers run as nobody.
+    let _g = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), umask: 0o077, app_sleep: 0.0, ..Default::default() })
+        .expect("gunicorn starts");
+    let nginx = nginx_for(&scratch, &sock);
+    let tracer = trace(&nginx);
+    ab(&nginx.url(), 30, 5).expect("ab runs");
+    let records = tracer.stop().unwrap();
+    let n502 = nginx.count_status(502);
+    let t = final_target(&records, &format!("unix:{}", sock.display()));
+    eprintln!("502s {n502}, tracer {t:?}");
+    assert_eq!(n502, 30);
+    assert_eq!(errno_count(t, "EACCES"), n502);
+    assert_eq!(nginx.error_lines("(13: Permission denied)"), n502);
+}
