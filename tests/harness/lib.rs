@@ -113,10 +113,16 @@ pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) 
     bail!("timed out after {timeout:?} waiting for {what}")
 }
 
-/// A command found on PATH (or in the usual sbin directories, which a plain PATH may lack).
+/// A command found on PATH, in the usual sbin directories (which a plain PATH may lack), or in
+/// python3's scripts directory (where `pip install` puts gunicorn and uwsgi).
 pub fn find_program(name: &str) -> Result<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path.split(':').chain(["/usr/sbin", "/usr/bin", "/usr/local/bin", "/sbin"]) {
+    let scripts = Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    for dir in path.split(':').chain(["/usr/sbin", "/usr/bin", "/usr/local/bin", "/sbin", scripts.as_str()]) {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return Ok(p);
