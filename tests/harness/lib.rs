@@ -377,8 +377,19 @@ pub fn read_all(mut r: impl Read) -> String {
 }
 
 /// Timing-sensitive scenarios (a burst against a 0.5 s app) hold this so that other tests' load
-/// on the 2-core machine does not stretch their burst past one request time.
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// on the 2-core machine does not stretch their burst past one request time. A file lock, so it
+/// holds across test binaries and runners that use one process per test.
+pub struct Exclusive(std::fs::File);
+
+pub fn exclusive() -> Exclusive {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("tracer-e2e.lock"))
+        .expect("open the e2e lock file");
+    // SAFETY: flock on an fd we own; released when the file is closed (on drop).
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
+    Exclusive(f)
 }
