@@ -9,5 +9,9 @@ SLEEP = float(os.environ.get("APP_SLEEP", "0.5"))
 def app(environ, start_response):
     time.sleep(SLEEP)
     body = b"ok\n"
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    # The upstream connection's client port, so tests can join nginx's log line
+    # ($upstream_http_x_remote_port) to the tracer's record of that TCP connection.
+    headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+               ("X-Remote-Port", environ.get("REMOTE_PORT", ""))]
+    start_response("200 OK", headers)
     return [body]

@@ -211,7 +211,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log error;
 events {{ worker_connections 4096; }}
 http {{
-    log_format tracer '$status $request_time "$upstream_addr" "$upstream_status" "$request"';
+    log_format tracer '$status $request_time "$upstream_addr" "$upstream_status" "$request" $pid $upstream_connect_time $upstream_http_x_remote_port';
     access_log {d}/access.log tracer;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
@@ -275,6 +275,20 @@ http {{
     /// Error-log lines containing `needle`.
     pub fn error_lines(&self, needle: &str) -> u64 {
         std::fs::read_to_string(&self.error_log).unwrap_or_default().lines().filter(|l| l.contains(needle)).count() as u64
+    }
+
+    /// (nginx worker pid, $upstream_connect_time in seconds, upstream local port) of every
+    /// request whose upstream connection was established and answered.
+    pub fn connect_times(&self) -> Vec<(u32, f64, u16)> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.rsplitn(4, ' ').collect();
+                // rsplitn: [port, connect_time, pid, rest]
+                Some((f.get(2)?.parse().ok()?, f.get(1)?.parse().ok()?, f.first()?.parse().ok()?))
+            })
+            .collect()
     }
 
     pub fn url(&self) -> String {
@@ -367,6 +381,24 @@ pub fn errno_count(target: Option<&serde_json::Value>, errno_name: &str) -> u64 
 /// The final `stats` record.
 pub fn final_stats(records: &[serde_json::Value]) -> Option<&serde_json::Value> {
     records.iter().find(|r| r["type"] == "stats" && r["final"] == true)
+}
+
+/// Node-wide TcpExt counters (what `nstat` reads), e.g. `ListenOverflows`.
+pub fn tcpext() -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").expect("read /proc/net/netstat");
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().expect("TcpExt names"), lines.next().expect("TcpExt values"));
+    names.split_whitespace().zip(values.split_whitespace()).skip(1).map(|(n, v)| (n.to_string(), v.parse().unwrap_or(0))).collect()
+}
+
+/// `after[name] - before[name]`.
+pub fn tcpext_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> u64 {
+    after[name] - before[name]
+}
+
+/// The final `tcp_listener` record for `listener` (e.g. `127.0.0.1:18000`).
+pub fn final_listener<'a>(records: &'a [serde_json::Value], listener: &str) -> Option<&'a serde_json::Value> {
+    records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && r["listener"] == listener)
 }
 
 /// Read a whole pipe (for commands whose output we want on failure).

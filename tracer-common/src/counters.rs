@@ -7,9 +7,12 @@ pub const RINGBUF_FULL: u32 = 0;
 pub const PENDING_MAP_FULL: u32 = 1;
 /// Reading the caller's sockaddr from user memory failed: reported with an empty address.
 pub const ADDR_READ_FAILED: u32 = 2;
+/// A per-connection map (TCP connect or accept-queue state) was full: that connection is not
+/// followed.
+pub const CONN_MAP_FULL: u32 = 3;
 /// Number of counters.
-pub const COUNT: u32 = 3;
+pub const COUNT: u32 = 4;
 
 /// Human names, indexed like the constants above.
 pub const NAMES: [&str; COUNT as usize] =
-    ["ringbuf_full", "pending_map_full", "addr_read_failed"];
+    ["ringbuf_full", "pending_map_full", "addr_read_failed", "conn_map_full"];

@@ -8,8 +8,10 @@
 pub mod connect;
 pub mod counters;
 pub mod filter;
+pub mod tcp;
 
 pub use connect::{ConnectEvent, ListenEvent};
+pub use tcp::{AcceptEvent, ListenOverflowEvent, TcpAddrs, TcpConnectEvent};
 
 /// Length of a task's `comm` in the kernel (TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;
@@ -20,6 +22,12 @@ pub mod kind {
     pub const CONNECT: u32 = 1;
     /// A listen() call: the backlog the application asked for, see [`crate::ListenEvent`].
     pub const LISTEN: u32 = 2;
+    /// A TCP connect attempt left SYN_SENT, see [`crate::TcpConnectEvent`].
+    pub const TCP_CONNECT: u32 = 3;
+    /// A final ACK dropped at a full accept queue, see [`crate::ListenOverflowEvent`].
+    pub const LISTEN_OVERFLOW: u32 = 4;
+    /// accept() returned a TCP connection, see [`crate::AcceptEvent`].
+    pub const ACCEPT: u32 = 5;
 }
 
 /// Shared first part of every event.
@@ -46,4 +54,7 @@ mod pod {
     unsafe impl aya::Pod for crate::ConnectEvent {}
     unsafe impl aya::Pod for crate::ListenEvent {}
     unsafe impl aya::Pod for crate::filter::FilterConfig {}
+    unsafe impl aya::Pod for crate::TcpConnectEvent {}
+    unsafe impl aya::Pod for crate::ListenOverflowEvent {}
+    unsafe impl aya::Pod for crate::AcceptEvent {}
 }

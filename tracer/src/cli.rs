@@ -49,6 +49,9 @@ pub struct WatchArgs {
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Report every TCP connect attempt (default: only refused, abandoned or delayed ones).
+    #[arg(long)]
+    pub connections: bool,
     /// Ring buffer size in KiB (a power of two, at least 4 pages).
     #[arg(long, default_value_t = 4096, value_parser = parse_ringbuf_kib, value_name = "KIB")]
     pub ringbuf_kib: u32,

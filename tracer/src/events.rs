@@ -2,7 +2,7 @@
 
 use std::mem::size_of;
 
-use tracer_common::{kind, ConnectEvent, EventHeader, ListenEvent};
+use tracer_common::{kind, AcceptEvent, ConnectEvent, EventHeader, ListenEvent, ListenOverflowEvent, TcpConnectEvent};
 
 use crate::errno;
 use crate::sockaddr::Target;
@@ -20,6 +20,9 @@ pub enum DecodeError {
 pub enum Event {
     Connect(ConnectEvent),
     Listen(ListenEvent),
+    TcpConnect(TcpConnectEvent),
+    ListenOverflow(ListenOverflowEvent),
+    Accept(AcceptEvent),
 }
 
 fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
@@ -36,6 +39,9 @@ impl Event {
         match hdr.kind {
             kind::CONNECT => Ok(Event::Connect(read(bytes, "connect event")?)),
             kind::LISTEN => Ok(Event::Listen(read(bytes, "listen event")?)),
+            kind::TCP_CONNECT => Ok(Event::TcpConnect(read(bytes, "tcp connect event")?)),
+            kind::LISTEN_OVERFLOW => Ok(Event::ListenOverflow(read(bytes, "listen overflow event")?)),
+            kind::ACCEPT => Ok(Event::Accept(read(bytes, "accept event")?)),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -44,6 +50,9 @@ impl Event {
         match self {
             Event::Connect(e) => &e.hdr,
             Event::Listen(e) => &e.hdr,
+            Event::TcpConnect(e) => &e.hdr,
+            Event::ListenOverflow(e) => &e.hdr,
+            Event::Accept(e) => &e.hdr,
         }
     }
 }
@@ -86,6 +95,57 @@ impl Connect {
     /// flight) and EISCONN are normal, not failures.
     pub fn failed(&self) -> bool {
         self.errno != 0 && !errno::is_in_progress(self.errno)
+    }
+}
+
+/// An IP address from the 16-byte field of a TCP event (IPv4 in the first 4 bytes).
+pub fn ip(family: u16, addr: &[u8; 16]) -> std::net::IpAddr {
+    if family == libc::AF_INET6 as u16 {
+        std::net::IpAddr::V6(std::net::Ipv6Addr::from(*addr))
+    } else {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    }
+}
+
+/// A TCP connect attempt with its addresses decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConnect {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    pub start_ns: u64,
+    pub latency_ns: u64,
+    /// `tracer_common::tcp::outcome::*`.
+    pub outcome: u32,
+    pub syn_retransmits: u32,
+}
+
+impl TcpConnect {
+    pub fn from_event(e: &TcpConnectEvent) -> TcpConnect {
+        let a = &e.addrs;
+        TcpConnect {
+            ts_ns: e.hdr.ts_ns,
+            pid: e.hdr.pid,
+            comm: comm(&e.hdr),
+            local: std::net::SocketAddr::new(ip(a.family, &a.saddr), a.sport),
+            remote: std::net::SocketAddr::new(ip(a.family, &a.daddr), a.dport),
+            start_ns: e.start_ns,
+            latency_ns: e.latency_ns,
+            outcome: e.outcome,
+            syn_retransmits: e.syn_retransmits,
+        }
+    }
+
+    pub fn outcome_name(&self) -> &'static str {
+        use tracer_common::tcp::outcome;
+        match self.outcome {
+            outcome::ESTABLISHED => "established",
+            outcome::REFUSED => "refused",
+            outcome::ABANDONED => "abandoned",
+            _ => "unknown",
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod errno;
 pub mod events;
 pub mod listeners;
 pub mod load;
+pub mod netstat;
 pub mod output;
 pub mod sockaddr;
 pub mod source;

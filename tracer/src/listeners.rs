@@ -109,40 +109,56 @@ pub fn unix_listener(target: &Target) -> Result<Option<Listener>, DiagError> {
     Ok(None)
 }
 
-/// The TCP listener that accepts connections to `addr`: an exact bind, else a wildcard one.
-pub fn tcp_listener(addr: SocketAddr) -> Result<Option<Listener>, DiagError> {
-    let family = if addr.is_ipv4() { AF_INET } else { AF_INET6 };
-    let socket_id = if addr.is_ipv4() { SocketId::new_v4() } else { SocketId::new_v6() };
+/// Every TCP listener of one family, with its bound address.
+fn tcp_listeners(v6: bool) -> Result<Vec<(SocketAddr, Listener)>, DiagError> {
     let replies = dump(SockDiagMessage::InetRequest(InetRequest {
-        family,
+        family: if v6 { AF_INET6 } else { AF_INET },
         protocol: IPPROTO_TCP,
         extensions: ExtensionFlags::empty(),
         states: inet::StateFlags::LISTEN,
-        socket_id,
+        socket_id: if v6 { SocketId::new_v6() } else { SocketId::new_v4() },
     }))?;
+    Ok(replies
+        .into_iter()
+        .filter_map(|m| match m {
+            SockDiagMessage::InetResponse(r) => {
+                let h = &r.header;
+                let addr = SocketAddr::new(h.socket_id.source_address, h.socket_id.source_port);
+                Some((addr, Listener { inode: h.inode, queue_len: h.recv_queue, queue_max: h.send_queue }))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// The TCP listener that accepts connections to `addr` (an exact bind, else a wildcard one),
+/// with the address it is bound to.
+pub fn tcp_listener_bound(addr: SocketAddr) -> Result<Option<(SocketAddr, Listener)>, DiagError> {
+    let addr = normalize(addr);
     let mut wildcard = None;
-    for m in replies {
-        let SockDiagMessage::InetResponse(r) = m else { continue };
-        let h = &r.header;
-        if h.socket_id.source_port != addr.port() {
+    for (bound, l) in tcp_listeners(addr.is_ipv6())? {
+        if bound.port() != addr.port() {
             continue;
         }
-        let l = Listener { inode: h.inode, queue_len: h.recv_queue, queue_max: h.send_queue };
-        if h.socket_id.source_address == addr.ip() {
-            return Ok(Some(l));
+        if bound.ip() == addr.ip() {
+            return Ok(Some((bound, l)));
         }
-        if h.socket_id.source_address.is_unspecified() {
-            wildcard = Some(l);
+        if bound.ip().is_unspecified() {
+            wildcard = Some((bound, l));
         }
     }
     Ok(wildcard)
+}
+
+pub fn tcp_listener(addr: SocketAddr) -> Result<Option<Listener>, DiagError> {
+    Ok(tcp_listener_bound(addr)?.map(|(_, l)| l))
 }
 
 /// Look up the listener for any target kind.
 pub fn listener_for(target: &Target) -> Result<Option<Listener>, DiagError> {
     match target {
         Target::UnixPath(_) | Target::UnixAbstract(_) => unix_listener(target),
-        Target::Inet(a) => tcp_listener(normalize(*a)),
+        Target::Inet(a) => tcp_listener(*a),
         _ => Ok(None),
     }
 }

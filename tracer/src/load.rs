@@ -27,6 +27,35 @@ pub const CONNECT_PROBES: &[ProbeSpec] = &[
     ProbeSpec { program: "listen_enter", category: "syscalls", name: "sys_enter_listen", feature: "the backlog passed to listen() (derived from sock_diag instead)", required: false },
 ];
 
+/// TCP connect outcome/latency, SYN retransmits, listener drops and accept-queue wait.
+/// A program listed twice is attached to two tracepoints.
+pub const TCP_PROBES: &[ProbeSpec] = &[
+    ProbeSpec { program: "tcp_set_state", category: "sock", name: "inet_sock_set_state", feature: "TCP connect latency/outcome and accept-queue wait", required: false },
+    ProbeSpec { program: "tcp_retransmit", category: "tcp", name: "tcp_retransmit_skb", feature: "SYN retransmit counts", required: false },
+    ProbeSpec { program: "tcp_receive_reset", category: "tcp", name: "tcp_receive_reset", feature: "refused (RST) TCP connects", required: false },
+    ProbeSpec { program: "kfree_skb", category: "skb", name: "kfree_skb", feature: "final-ACK drops at full accept queues", required: false },
+    ProbeSpec { program: "accept_enter", category: "syscalls", name: "sys_enter_accept4", feature: "accept-queue wait (accept4)", required: false },
+    ProbeSpec { program: "accept_exit", category: "syscalls", name: "sys_exit_accept4", feature: "accept-queue wait (accept4)", required: false },
+    ProbeSpec { program: "accept_enter", category: "syscalls", name: "sys_enter_accept", feature: "accept-queue wait (accept)", required: false },
+    ProbeSpec { program: "accept_exit", category: "syscalls", name: "sys_exit_accept", feature: "accept-queue wait (accept)", required: false },
+];
+
+/// The numeric value of an enum symbol in a tracepoint's print format, e.g.
+/// `{ 40, "TCP_LISTEN_OVERFLOW" }` in skb/kfree_skb: enum values differ between kernels.
+pub fn tracepoint_symbol(category: &str, name: &str, symbol: &str) -> Option<u32> {
+    let format = [TRACEFS, "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| std::fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok())?;
+    parse_symbol(&format, symbol)
+}
+
+fn parse_symbol(format: &str, symbol: &str) -> Option<u32> {
+    let needle = format!("\"{symbol}\" }}");
+    let end = format.find(&needle)?;
+    let start = format[..end].rfind('{')?;
+    format[start + 1..end].trim().trim_end_matches(',').trim().parse().ok()
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbeStatus {
     pub program: &'static str,
@@ -111,11 +140,15 @@ pub fn preflight() -> anyhow::Result<()> {
 }
 
 /// Load the object, set the filter, attach `probes`.
-pub fn load(filter: &Filter, probes: &[ProbeSpec], ringbuf_bytes: u32) -> anyhow::Result<Loaded> {
+pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32) -> anyhow::Result<Loaded> {
     let start = Instant::now();
     let config = filter.config()?;
+    let overflow_reason = tracepoint_symbol("skb", "kfree_skb", "TCP_LISTEN_OVERFLOW").unwrap_or(0);
+    let no_socket_reason = tracepoint_symbol("skb", "kfree_skb", "NO_SOCKET").unwrap_or(0);
     let mut ebpf = EbpfLoader::new()
         .override_global("FILTER", &config, true)
+        .override_global("LISTEN_OVERFLOW_REASON", &overflow_reason, true)
+        .override_global("NO_SOCKET_REASON", &no_socket_reason, true)
         .map_max_entries("EVENTS", ringbuf_bytes)
         .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")))
         .context("loading the eBPF object (is this kernel ≥ 5.8 with BTF and ring buffers?)")?;
@@ -131,9 +164,14 @@ pub fn load(filter: &Filter, probes: &[ProbeSpec], ringbuf_bytes: u32) -> anyhow
         }
     }
     let mut statuses = Vec::new();
+    let mut loaded = std::collections::HashSet::new();
     for p in probes {
         let tracepoint = format!("{}:{}", p.category, p.name);
-        let result = attach(&mut ebpf, p);
+        let result = if p.program == "kfree_skb" && overflow_reason == 0 && no_socket_reason == 0 {
+            Err(anyhow::anyhow!("this kernel's kfree_skb has no TCP_LISTEN_OVERFLOW / NO_SOCKET drop reasons"))
+        } else {
+            attach(&mut ebpf, p, loaded.insert(p.program))
+        };
         if let Err(e) = &result {
             if p.required {
                 return Err(anyhow::anyhow!("{e:#}")).with_context(|| {
@@ -147,12 +185,25 @@ pub fn load(filter: &Filter, probes: &[ProbeSpec], ringbuf_bytes: u32) -> anyhow
     Ok(Loaded { ebpf, logger, probes: statuses, attach_time: start.elapsed() })
 }
 
-fn attach(ebpf: &mut Ebpf, p: &ProbeSpec) -> anyhow::Result<()> {
+fn attach(ebpf: &mut Ebpf, p: &ProbeSpec, first_use: bool) -> anyhow::Result<()> {
     let prog: &mut TracePoint = ebpf
         .program_mut(p.program)
         .with_context(|| format!("program {} missing from the object", p.program))?
         .try_into()?;
-    prog.load().with_context(|| format!("verifier rejected {}", p.program))?;
+    if first_use {
+        prog.load().with_context(|| format!("verifier rejected {}", p.program))?;
+    }
     prog.attach(p.category, p.name)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn enum_values_come_from_the_print_format() {
+        let f = r#"print fmt: "reason: %s", __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 40, "TCP_LISTEN_OVERFLOW" }, { 41, "X" })"#;
+        assert_eq!(super::parse_symbol(f, "TCP_LISTEN_OVERFLOW"), Some(40));
+        assert_eq!(super::parse_symbol(f, "NOT_SPECIFIED"), Some(2));
+        assert_eq!(super::parse_symbol(f, "NOPE"), None);
+    }
 }

@@ -1,6 +1,8 @@
 //! `tracer watch`: failed connect()s as they happen and a running summary per upstream target.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
@@ -8,11 +10,16 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::WatchArgs;
-use crate::collector::ConnectStats;
-use crate::events::{Connect, Event};
+use crate::collector::tcp::{key_of, ListenerKey};
+use crate::collector::{ConnectStats, ListenerView, TcpStats};
+use crate::events::{Connect, Event, TcpConnect};
 use crate::listeners;
-use crate::load::{self, Filter, CONNECT_PROBES};
-use crate::output::{jsonl::JsonLines, terminal::Terminal, ConnectFailed, Output, Stats, TargetSummary};
+use crate::load::{self, Filter, CONNECT_PROBES, TCP_PROBES};
+use crate::netstat;
+use crate::output::{
+    jsonl::JsonLines, terminal::Terminal, ConnectFailed, Output, Stats, TargetSummary, TcpConnectRecord,
+    TcpListenerSummary,
+};
 use crate::source::Source;
 use crate::timebase::Timebase;
 
@@ -58,12 +65,51 @@ fn describe(f: &Filter) -> String {
 
 struct Watch {
     stats: ConnectStats,
+    tcp: TcpStats,
     tb: Timebase,
     somaxconn: Option<u32>,
     out: Box<dyn Output>,
+    /// Report every TCP connect, not only the failed or delayed ones.
+    all_connections: bool,
+    /// TCP target → the local listener serving it (None: not on this host), looked up once.
+    local: HashMap<SocketAddr, Option<SocketAddr>>,
+    nstat_start: BTreeMap<String, u64>,
 }
 
 impl Watch {
+    /// Is `remote` served by a listener on this host? (sock_diag, cached per target)
+    fn local_listener(&mut self, remote: SocketAddr) -> Option<SocketAddr> {
+        *self.local.entry(remote).or_insert_with(|| {
+            listeners::tcp_listener_bound(remote).ok().flatten().map(|(bound, _)| bound)
+        })
+    }
+
+    /// Sample an overflowing TCP listener's queue and owner (rate-limited).
+    fn sample_tcp_listener(&mut self, key: ListenerKey, addr: SocketAddr) {
+        let now = Timebase::monotonic_now_ns();
+        if !self.tcp.wants_sample(key, now) {
+            return;
+        }
+        let Ok(Some((bound, l))) = listeners::tcp_listener_bound(addr) else { return };
+        let prev = self.tcp.listeners.get(&key).and_then(|s| s.view.clone());
+        let seen = self.stats.backlog_seen(l.inode);
+        let view = ListenerView::new(l, prev.as_ref(), seen, listeners::owner_of, self.somaxconn);
+        self.tcp.record_sample(key, now, bound, view);
+    }
+
+    fn handle_tcp_connect(&mut self, c: TcpConnect) -> io::Result<()> {
+        let listener = self.local_listener(c.remote);
+        self.tcp.record_connect(&c, listener.is_some());
+        if let Some(addr) = listener {
+            self.sample_tcp_listener(key_of(&c.remote), addr);
+        }
+        let notable = c.outcome != tracer_common::tcp::outcome::ESTABLISHED || c.syn_retransmits > 0;
+        if self.all_connections || notable {
+            self.out.tcp_connect(&TcpConnectRecord::new(&c, &self.tb))?;
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, e: Event) -> io::Result<()> {
         match e {
             Event::Connect(raw) => {
@@ -85,43 +131,75 @@ impl Watch {
                     self.stats.record_listen(inode, l.backlog);
                 }
             }
+            Event::TcpConnect(raw) => self.handle_tcp_connect(TcpConnect::from_event(&raw))?,
+            Event::ListenOverflow(o) => {
+                let v6 = o.family == libc::AF_INET6 as u16;
+                let key = (v6, o.port);
+                self.tcp.record_ack_drop(key);
+                let ip: std::net::IpAddr = if v6 { std::net::Ipv6Addr::UNSPECIFIED.into() } else { o.addr4.into() };
+                self.sample_tcp_listener(key, SocketAddr::new(ip, o.port));
+            }
+            Event::Accept(a) => {
+                let local = SocketAddr::new(crate::events::ip(a.peer_family, &a.local_addr), a.local_port);
+                self.tcp.record_accept(key_of(&local), local, a.wait_ns);
+            }
         }
         Ok(())
     }
 
     fn summary(&mut self, source: &Source, probes: &[load::ProbeStatus], is_final: bool) -> io::Result<()> {
+        let tcp_of = |t: &crate::collector::TargetStats| match t.target {
+            crate::sockaddr::Target::Inet(a) => self.tcp.targets.get(&a),
+            _ => None,
+        };
         let targets: Vec<TargetSummary> = if is_final {
-            self.stats.targets().map(|t| TargetSummary::new(t, &self.tb, true)).collect()
+            self.stats.targets().map(|t| TargetSummary::new(t, tcp_of(t), &self.tb, true)).collect()
         } else {
-            self.stats.take_dirty().iter().map(|t| TargetSummary::new(t, &self.tb, false)).collect()
+            self.stats.take_dirty().iter().map(|t| TargetSummary::new(t, tcp_of(t), &self.tb, false)).collect()
+        };
+        let listeners: Vec<TcpListenerSummary> = if is_final {
+            self.tcp.listeners.values().map(|l| TcpListenerSummary::new(l, true)).collect()
+        } else {
+            self.tcp.take_dirty().iter().map(|l| TcpListenerSummary::new(l, false)).collect()
         };
         let stats = Stats {
             kind: "stats",
             is_final,
             events: source.events,
             lost: source.lost(),
-            untracked_connects: self.stats.untracked,
+            untracked_connects: self.stats.untracked + self.tcp.untracked,
             probes: probes.to_vec(),
+            node_counters: netstat::delta(&self.nstat_start, &netstat::read()),
         };
-        self.out.summary(&targets, &stats)
+        self.out.summary(&targets, &listeners, &stats)
     }
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     load::preflight()?;
     let filter = filter(&args)?;
-    let mut loaded = load::load(&filter, CONNECT_PROBES, args.ringbuf_kib * 1024)?;
+    let probes: Vec<_> = CONNECT_PROBES.iter().chain(TCP_PROBES).collect();
+    let mut loaded = load::load(&filter, &probes, args.ringbuf_kib * 1024)?;
     let mut source = Source::new(&mut loaded.ebpf)?;
     let attached = loaded.probes.iter().filter(|p| p.attached).count();
     eprintln!(
-        "tracer: watching connect() of {} ({attached}/{} probes attached in {} ms); Ctrl-C to stop",
+        "tracer: watching connects of {} ({attached}/{} probes attached in {} ms); Ctrl-C to stop",
         describe(&filter),
         loaded.probes.len(),
         loaded.attach_time.as_millis()
     );
     let out: Box<dyn Output> =
         if args.json { Box::new(JsonLines::new(io::stdout())) } else { Box::new(Terminal::new(io::stdout())) };
-    let mut w = Watch { stats: ConnectStats::new(args.max_targets), tb: Timebase::now(), somaxconn: listeners::somaxconn(), out };
+    let mut w = Watch {
+        stats: ConnectStats::new(args.max_targets),
+        tcp: TcpStats::new(args.max_targets),
+        tb: Timebase::now(),
+        somaxconn: listeners::somaxconn(),
+        out,
+        all_connections: args.connections,
+        local: HashMap::new(),
+        nstat_start: netstat::read(),
+    };
 
     let deadline = args.duration.map(|d| tokio::time::Instant::from_std(Instant::now() + d));
     let mut tick = tokio::time::interval(args.interval);

@@ -1,2 +1,3 @@
 //! One module per probe family.
 pub mod connect;
+pub mod tcp;

@@ -54,6 +54,30 @@ pub struct ListenerView {
     pub somaxconn: Option<u32>,
 }
 
+impl ListenerView {
+    /// A fresh sample of `l`; the owner lookup (a /proc scan) is reused from `prev` while the
+    /// socket is the same.
+    pub fn new(
+        l: Listener,
+        prev: Option<&ListenerView>,
+        backlog_seen: Option<i32>,
+        owner: impl FnOnce(u32) -> Option<Owner>,
+        somaxconn: Option<u32>,
+    ) -> ListenerView {
+        let owner = match prev {
+            Some(v) if v.listener.inode == l.inode && v.owner.is_some() => v.owner.clone(),
+            _ => owner(l.inode),
+        };
+        let backlog = match (backlog_seen, somaxconn) {
+            (Some(b), _) => Some(Backlog::Traced(b)),
+            (None, Some(max)) if l.queue_max < max => Some(Backlog::Derived(l.queue_max)),
+            (None, Some(max)) => Some(Backlog::AtLeast(max)),
+            (None, None) => None,
+        };
+        ListenerView { listener: l, owner, backlog, somaxconn }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TargetStats {
     pub target: Target,
@@ -152,19 +176,14 @@ impl ConnectStats {
         t.sampled_ns = Some(now_ns);
         let Some(l) = listener else { return };
         t.peak_queue_len = t.peak_queue_len.max(l.queue_len);
-        // Owner lookups scan /proc: reuse the last one while the socket is the same.
-        let owner = match &t.listener {
-            Some(v) if v.listener.inode == l.inode && v.owner.is_some() => v.owner.clone(),
-            _ => owner(l.inode),
-        };
-        let backlog = match (backlogs.get(&l.inode), somaxconn) {
-            (Some(&b), _) => Some(Backlog::Traced(b)),
-            (None, Some(max)) if l.queue_max < max => Some(Backlog::Derived(l.queue_max)),
-            (None, Some(max)) => Some(Backlog::AtLeast(max)),
-            (None, None) => None,
-        };
-        t.listener = Some(ListenerView { listener: l, owner, backlog, somaxconn });
+        let seen = backlogs.get(&l.inode).copied();
+        t.listener = Some(ListenerView::new(l, t.listener.as_ref(), seen, owner, somaxconn));
         t.dirty = true;
+    }
+
+    /// The backlog seen in a listen() call on socket `inode`, if any.
+    pub fn backlog_seen(&self, inode: u32) -> Option<i32> {
+        self.backlogs.get(&inode).copied()
     }
 
     pub fn get(&self, target: &Target) -> Option<&TargetStats> {

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::records::{ConnectFailed, Stats, TargetSummary};
+use super::records::{ConnectFailed, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary};
 use super::Output;
 
 pub struct JsonLines<W: Write> {
@@ -28,11 +28,18 @@ impl<W: Write> Output for JsonLines<W> {
         self.out.flush()
     }
 
-    fn summary(&mut self, targets: &[TargetSummary], stats: &Stats) -> io::Result<()> {
+    fn tcp_connect(&mut self, r: &TcpConnectRecord) -> io::Result<()> {
+        self.line(r)
+    }
+
+    fn summary(&mut self, targets: &[TargetSummary], listeners: &[TcpListenerSummary], stats: &Stats) -> io::Result<()> {
         for t in targets {
             self.line(t)?;
         }
-        if stats.is_final || !targets.is_empty() {
+        for l in listeners {
+            self.line(l)?;
+        }
+        if stats.is_final || !targets.is_empty() || !listeners.is_empty() {
             self.line(stats)?;
         }
         self.out.flush()

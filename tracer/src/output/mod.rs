@@ -7,11 +7,14 @@ pub mod terminal;
 
 use std::io;
 
-pub use records::{ConnectFailed, Stats, TargetSummary};
+pub use records::{ConnectFailed, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary};
 
 pub trait Output {
     /// A connect() that failed, as it happens.
     fn connect_failed(&mut self, r: &ConnectFailed) -> io::Result<()>;
-    /// Per-target summaries (the changed ones while running; all of them at the end).
-    fn summary(&mut self, targets: &[TargetSummary], stats: &Stats) -> io::Result<()>;
+    /// A TCP connect attempt that left SYN_SENT (failed or delayed ones, or all with
+    /// `--connections`).
+    fn tcp_connect(&mut self, r: &TcpConnectRecord) -> io::Result<()>;
+    /// Per-target and per-listener summaries (the changed ones while running; all at the end).
+    fn summary(&mut self, targets: &[TargetSummary], listeners: &[TcpListenerSummary], stats: &Stats) -> io::Result<()>;
 }

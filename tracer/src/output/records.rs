@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::collector::TargetStats;
+use crate::collector::tcp::{ListenerStats, TcpTarget};
+use crate::collector::{ListenerView, TargetStats};
 use crate::errno;
-use crate::events::Connect;
+use crate::events::{Connect, TcpConnect};
 use crate::load::ProbeStatus;
 use crate::source::Lost;
 use crate::timebase::Timebase;
@@ -99,22 +100,20 @@ pub struct TargetSummary {
     pub connect_max_us: f64,
     /// None when no sample found a listener (socket missing, nothing listening).
     pub listener: Option<ListenerSummary>,
+    /// TCP targets: what happened after connect() returned (None for unix targets).
+    pub tcp: Option<TcpSummary>,
 }
 
-impl TargetSummary {
-    pub fn new(t: &TargetStats, tb: &Timebase, is_final: bool) -> TargetSummary {
-        let errors = t
-            .errors
-            .iter()
-            .map(|(&no, e)| {
-                (errno::name(no), ErrnoSummary { errno: no, count: e.count, first: tb.unix_secs(e.first_ns), last: tb.unix_secs(e.last_ns) })
-            })
-            .collect();
-        let us = |ns: u64| ns as f64 / 1e3;
-        let listener = t.listener.as_ref().map(|v| ListenerSummary {
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+impl ListenerSummary {
+    pub fn new(v: &ListenerView, peak_queue_len: u32) -> ListenerSummary {
+        ListenerSummary {
             inode: v.listener.inode,
             queue_len: v.listener.queue_len,
-            peak_queue_len: t.peak_queue_len,
+            peak_queue_len: peak_queue_len.max(v.listener.queue_len),
             queue_max: v.listener.queue_max,
             owner_pid: v.owner.as_ref().map(|o| o.pid),
             owner_comm: v.owner.as_ref().map(|o| o.comm.clone()),
@@ -122,7 +121,131 @@ impl TargetSummary {
             listen_backlog: v.backlog.map(|b| b.value()),
             listen_backlog_source: v.backlog.map(|b| b.source()),
             somaxconn: v.somaxconn,
-        });
+        }
+    }
+}
+
+/// TCP connect attempts to one target or listener, after connect() returned.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TcpSummary {
+    pub attempts: u64,
+    pub established: u64,
+    /// RST in SYN_SENT (nothing listening).
+    pub refused: u64,
+    /// Closed in SYN_SENT: the caller gave up (connect timeout) or SYN retries ran out.
+    pub abandoned: u64,
+    pub syn_retransmits: u64,
+    /// Attempts that needed ≥ 1 SYN retransmit (≥ 1 s).
+    pub delayed_connects: u64,
+    /// SYN_SENT→ESTABLISHED.
+    pub connect_latency_p50_us: f64,
+    pub connect_latency_p99_us: f64,
+    pub connect_latency_max_us: f64,
+}
+
+impl TcpSummary {
+    pub fn new(t: &TcpTarget) -> TcpSummary {
+        TcpSummary {
+            attempts: t.attempts,
+            established: t.established,
+            refused: t.refused,
+            abandoned: t.abandoned,
+            syn_retransmits: t.syn_retransmits,
+            delayed_connects: t.delayed,
+            connect_latency_p50_us: us(t.latency_ns.value_at_quantile(0.5)),
+            connect_latency_p99_us: us(t.latency_ns.value_at_quantile(0.99)),
+            connect_latency_max_us: us(t.latency_ns.max()),
+        }
+    }
+}
+
+/// `{"type":"tcp_connect", ...}`: one TCP connect attempt, when it left SYN_SENT.
+#[derive(Clone, Debug, Serialize)]
+pub struct TcpConnectRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: f64,
+    pub pid: u32,
+    pub comm: String,
+    /// Local ip:port of the connection (the upstream sees this as the client).
+    pub local: String,
+    pub remote: String,
+    /// "established", "refused" or "abandoned".
+    pub outcome: &'static str,
+    /// SYN_SENT → outcome.
+    pub latency_us: f64,
+    pub syn_retransmits: u32,
+}
+
+impl TcpConnectRecord {
+    pub fn new(c: &TcpConnect, tb: &Timebase) -> TcpConnectRecord {
+        TcpConnectRecord {
+            kind: "tcp_connect",
+            time: tb.unix_secs(c.ts_ns),
+            pid: c.pid,
+            comm: c.comm.clone(),
+            local: c.local.to_string(),
+            remote: c.remote.to_string(),
+            outcome: c.outcome_name(),
+            latency_us: us(c.latency_ns),
+            syn_retransmits: c.syn_retransmits,
+        }
+    }
+}
+
+/// `{"type":"tcp_listener", ...}`: a TCP listener on this host.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TcpListenerSummary {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub listener: String,
+    pub family: &'static str,
+    /// Final ACKs dropped at the full accept queue (seen in the kernel).
+    pub ack_drops: u64,
+    /// SYNs dropped at the full accept queue (inferred from traced connects: SYN retransmits +
+    /// attempts abandoned in SYN_SENT).
+    pub syn_drops: u64,
+    /// Traced connects to this listener.
+    pub connects: TcpSummary,
+    pub accepts: u64,
+    pub accept_wait_p50_us: f64,
+    pub accept_wait_p99_us: f64,
+    pub accept_wait_max_us: f64,
+    /// Queue and owner as sampled while overflowing (None if never sampled).
+    pub queue: Option<ListenerSummary>,
+}
+
+impl TcpListenerSummary {
+    pub fn new(l: &ListenerStats, is_final: bool) -> TcpListenerSummary {
+        TcpListenerSummary {
+            kind: "tcp_listener",
+            is_final,
+            listener: l.name(),
+            family: if l.key.0 { "ipv6" } else { "ipv4" },
+            ack_drops: l.ack_drops,
+            syn_drops: l.syn_drops,
+            connects: TcpSummary::new(&l.connects),
+            accepts: l.accepts,
+            accept_wait_p50_us: us(l.accept_wait_ns.value_at_quantile(0.5)),
+            accept_wait_p99_us: us(l.accept_wait_ns.value_at_quantile(0.99)),
+            accept_wait_max_us: us(l.accept_wait_ns.max()),
+            queue: l.view.as_ref().map(|v| ListenerSummary::new(v, l.peak_queue_len)),
+        }
+    }
+}
+
+impl TargetSummary {
+    pub fn new(t: &TargetStats, tcp: Option<&TcpTarget>, tb: &Timebase, is_final: bool) -> TargetSummary {
+        let errors = t
+            .errors
+            .iter()
+            .map(|(&no, e)| {
+                (errno::name(no), ErrnoSummary { errno: no, count: e.count, first: tb.unix_secs(e.first_ns), last: tb.unix_secs(e.last_ns) })
+            })
+            .collect();
+        let listener = t.listener.as_ref().map(|v| ListenerSummary::new(v, t.peak_queue_len));
         TargetSummary {
             kind: "target",
             is_final,
@@ -135,6 +258,7 @@ impl TargetSummary {
             connect_p99_us: us(t.duration_ns.value_at_quantile(0.99)),
             connect_max_us: us(t.duration_ns.max()),
             listener,
+            tcp: tcp.map(TcpSummary::new),
         }
     }
 }
@@ -152,4 +276,7 @@ pub struct Stats {
     /// connect()s to targets beyond the target cap (counted, not itemised).
     pub untracked_connects: u64,
     pub probes: Vec<ProbeStatus>,
+    /// Node-wide TcpExt counters (nstat) since the tracer started: ListenOverflows, ListenDrops,
+    /// TCPSynRetrans — the cross-check for the per-listener numbers.
+    pub node_counters: BTreeMap<String, u64>,
 }

@@ -1,9 +1,9 @@
 //! Human-readable lines: one per failed connect, and a summary line per upstream target like
-//! `unix:/run/gunicorn.sock  EAGAIN 81 in 2.1s of 100 connects  queue 17/16 (gunicorn pid 1234 listen(16), somaxconn 4096)`.
+//! `unix:/run/gunicorn.sock  EAGAIN 81 in 2.1s of 100 connects  queue 17/16 (gunicorn pid 1234, listen(16), somaxconn 4096)`.
 
 use std::io::{self, Write};
 
-use super::records::{ConnectFailed, ListenerSummary, Stats, TargetSummary};
+use super::records::{ConnectFailed, ListenerSummary, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, TcpSummary};
 use super::Output;
 
 pub struct Terminal<W: Write> {
@@ -23,34 +23,97 @@ fn clock(unix_secs: f64) -> String {
     format!("{:02}:{:02}:{:02}.{:03}", (s / 3600) % 24, (s / 60) % 60, s % 60, ms % 1000)
 }
 
-fn listener_text(l: &ListenerSummary) -> String {
-    let mut who = Vec::new();
+/// `850us`, `12.3ms`, `3.0s`.
+pub fn human_us(us: f64) -> String {
+    if us < 1000.0 {
+        format!("{us:.0}us")
+    } else if us < 1_000_000.0 {
+        format!("{:.1}ms", us / 1e3)
+    } else {
+        format!("{:.1}s", us / 1e6)
+    }
+}
+
+/// `(gunicorn pid 42, listen(8), somaxconn 4096)`
+fn owner_text(l: &ListenerSummary) -> String {
+    let mut parts = Vec::new();
     if let (Some(pid), Some(comm)) = (l.owner_pid, &l.owner_comm) {
-        who.push(format!("{comm} pid {pid}"));
+        parts.push(format!("{comm} pid {pid}"));
     }
     match (l.listen_backlog, l.listen_backlog_source) {
-        (Some(b), Some("at_least")) => who.push(format!("listen(≥{b})")),
-        (Some(b), _) => who.push(format!("listen({b})")),
+        (Some(b), Some("at_least")) => parts.push(format!("listen(≥{b})")),
+        (Some(b), _) => parts.push(format!("listen({b})")),
         _ => {}
     }
-    let mut s = format!("queue {}/{}", l.peak_queue_len.max(l.queue_len), l.queue_max);
-    if !who.is_empty() {
-        s.push_str(&format!(" ({}", who.join(" ")));
-        if let Some(m) = l.somaxconn {
-            s.push_str(&format!(", somaxconn {m}"));
-        }
-        s.push(')');
-    } else if let Some(m) = l.somaxconn {
-        s.push_str(&format!(" (somaxconn {m})"));
+    if let Some(m) = l.somaxconn {
+        parts.push(format!("somaxconn {m}"));
+    }
+    format!("({})", parts.join(", "))
+}
+
+fn tcp_text(t: &TcpSummary) -> String {
+    let mut s = format!("{} connects", t.attempts);
+    if t.delayed_connects > 0 {
+        s.push_str(&format!(", {} delayed ≥1s", t.delayed_connects));
+    }
+    if t.abandoned > 0 {
+        s.push_str(&format!(", {} abandoned in SYN_SENT (connect timeout)", t.abandoned));
+    }
+    if t.refused > 0 {
+        s.push_str(&format!(", {} refused", t.refused));
+    }
+    if t.established > 0 {
+        s.push_str(&format!(", connect p99 {}", human_us(t.connect_latency_p99_us)));
     }
     s
+}
+
+/// One line for a TCP listener, e.g.
+/// `127.0.0.1:18000 (gunicorn pid 42, listen(8), somaxconn 4096) queue full: 361 SYN + 12 ACK drops; 57 connects delayed ≥1s; connect p99 3.0s; accept wait p99 1.9s`
+pub fn listener_line(l: &TcpListenerSummary) -> String {
+    let mut s = l.listener.clone();
+    if let Some(q) = &l.queue {
+        s.push_str(&format!(" {}", owner_text(q)));
+    }
+    let mut parts = Vec::new();
+    if l.syn_drops + l.ack_drops > 0 {
+        let mut full = format!("queue full: {} SYN + {} ACK drops", l.syn_drops, l.ack_drops);
+        if let Some(q) = &l.queue {
+            full.push_str(&format!(" (queue {}/{})", q.peak_queue_len, q.queue_max));
+        }
+        parts.push(full);
+    }
+    let c = &l.connects;
+    if c.delayed_connects > 0 {
+        parts.push(format!("{} connects delayed ≥1s", c.delayed_connects));
+    }
+    if c.abandoned > 0 {
+        parts.push(format!("{} connect timeouts", c.abandoned));
+    }
+    if c.established > 0 {
+        parts.push(format!("connect p99 {}", human_us(c.connect_latency_p99_us)));
+    }
+    if l.accepts > 0 {
+        parts.push(format!("accept wait p50 {} p99 {} ({} accepts)", human_us(l.accept_wait_p50_us), human_us(l.accept_wait_p99_us), l.accepts));
+    }
+    if parts.is_empty() {
+        parts.push("no traffic traced".into());
+    }
+    format!("{s} {}", parts.join("; "))
+}
+
+/// `queue 17/16 (gunicorn pid 1234, listen(16), somaxconn 4096)`
+fn listener_text(l: &ListenerSummary) -> String {
+    format!("queue {}/{} {}", l.peak_queue_len.max(l.queue_len), l.queue_max, owner_text(l))
 }
 
 /// One summary line for a target.
 pub fn summary_line(t: &TargetSummary) -> String {
     let mut s = t.target.clone();
-    if t.errors.is_empty() {
+    if t.errors.is_empty() && t.tcp.is_none() {
         s.push_str(&format!("  ok: {} connects, connect() p99 {:.0}us", t.connects, t.connect_p99_us));
+    } else if t.errors.is_empty() {
+        s.push_str(&format!("  {} connect() calls", t.connects));
     } else {
         let errs: Vec<String> = t
             .errors
@@ -58,6 +121,9 @@ pub fn summary_line(t: &TargetSummary) -> String {
             .map(|(name, e)| format!("{name} {} in {:.1}s", e.count, (e.last - e.first).max(0.0)))
             .collect();
         s.push_str(&format!("  {} of {} connects", errs.join(", "), t.connects));
+    }
+    if let Some(tcp) = &t.tcp {
+        s.push_str(&format!("  TCP: {}", tcp_text(tcp)));
     }
     match &t.listener {
         Some(l) => s.push_str(&format!("  {}", listener_text(l))),
@@ -84,8 +150,27 @@ impl<W: Write> Output for Terminal<W> {
         self.out.flush()
     }
 
-    fn summary(&mut self, targets: &[TargetSummary], stats: &Stats) -> io::Result<()> {
-        if targets.is_empty() && !stats.is_final {
+    fn tcp_connect(&mut self, r: &TcpConnectRecord) -> io::Result<()> {
+        let what = match r.outcome {
+            "established" => format!("established after {}", human_us(r.latency_us)),
+            "refused" => "refused (RST: nothing listening)".to_string(),
+            _ => format!("abandoned in SYN_SENT after {} (connect timeout)", human_us(r.latency_us)),
+        };
+        writeln!(
+            self.out,
+            "{} {}[{}] tcp {} → {}  {what}, {} SYN retransmits",
+            clock(r.time),
+            r.comm,
+            r.pid,
+            r.local,
+            r.remote,
+            r.syn_retransmits
+        )?;
+        self.out.flush()
+    }
+
+    fn summary(&mut self, targets: &[TargetSummary], listeners: &[TcpListenerSummary], stats: &Stats) -> io::Result<()> {
+        if targets.is_empty() && listeners.is_empty() && !stats.is_final {
             return Ok(());
         }
         let title = if stats.is_final { "summary" } else { "so far" };
@@ -95,6 +180,16 @@ impl<W: Write> Output for Terminal<W> {
         }
         if targets.is_empty() {
             writeln!(self.out, "(no connect() seen)")?;
+        }
+        if !listeners.is_empty() {
+            writeln!(self.out, "--- TCP listeners on this host ---")?;
+            for l in listeners {
+                writeln!(self.out, "{}", listener_line(l))?;
+            }
+        }
+        if stats.is_final && !stats.node_counters.is_empty() {
+            let c: Vec<String> = stats.node_counters.iter().map(|(k, v)| format!("{k} +{v}")).collect();
+            writeln!(self.out, "node counters while tracing (nstat): {}", c.join(", "))?;
         }
         if stats.is_final {
             let l = &stats.lost;
@@ -137,6 +232,7 @@ mod tests {
             connect_p50_us: 10.0,
             connect_p99_us: 20.0,
             connect_max_us: 30.0,
+            tcp: None,
             listener: Some(ListenerSummary {
                 inode: 1,
                 queue_len: 3,
@@ -152,7 +248,7 @@ mod tests {
         };
         assert_eq!(
             summary_line(&t),
-            "unix:/run/gunicorn.sock  EAGAIN 81 in 2.1s of 100 connects  queue 17/16 (gunicorn pid 1234 listen(16), somaxconn 4096)"
+            "unix:/run/gunicorn.sock  EAGAIN 81 in 2.1s of 100 connects  queue 17/16 (gunicorn pid 1234, listen(16), somaxconn 4096)"
         );
     }
 }

@@ -1,0 +1,181 @@
+//! TCP upstreams: accept-queue overflow attributed to the listener, equal to the node's own
+//! counters (nstat) taken around the run; per-request connect latency equal to nginx's
+//! $upstream_connect_time; connect timeouts (504) blamed on the full queue; IPv6; ECONNREFUSED;
+//! accept-queue wait. Real kernel, nginx, gunicorn, ab. Root only.
+
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use tracer_e2e::*;
+
+const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+
+struct Run {
+    records: Vec<serde_json::Value>,
+    nginx: Nginx,
+    gunicorn: Gunicorn,
+    overflows: u64,
+    drops: u64,
+    syn_retrans: u64,
+    _scratch: Scratch,
+}
+
+/// gunicorn (`--backlog 8`, 1 sync worker) on `bind`, nginx in front, a traced burst of `n`.
+fn overflow_run(name: &str, host: &str, n: u32, app_sleep: f64, location_extra: &str) -> Run {
+    let scratch = Scratch::new(name);
+    let port = free_port();
+    let bind = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let gunicorn =
+        Gunicorn::start(&GunicornOpts { bind: bind.clone(), backlog: 8, app_sleep, ..Default::default() }).expect("gunicorn starts");
+    let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &bind, location_extra, workers: 1 }).expect("nginx starts");
+    let pid = nginx.master_pid().to_string();
+    let tracer = Tracer::watch(TRACER, &["--pid", &pid, "--connections", "--interval", "1s"]).expect("tracer attaches");
+    let before = tcpext();
+    ab(&nginx.url(), n, n).expect("ab runs");
+    let after = tcpext();
+    let records = tracer.stop().expect("tracer stops");
+    Run {
+        records,
+        overflows: tcpext_delta(&before, &after, "ListenOverflows"),
+        drops: tcpext_delta(&before, &after, "ListenDrops"),
+        syn_retrans: tcpext_delta(&before, &after, "TCPSynRetrans"),
+        nginx,
+        gunicorn,
+        _scratch: scratch,
+    }
+}
+
+fn listener_of<'a>(run: &'a Run, bind: &str) -> &'a serde_json::Value {
+    final_listener(&run.records, bind).unwrap_or_else(|| {
+        let ls: Vec<_> = run.records.iter().filter(|r| r["type"] == "tcp_listener").collect();
+        panic!("no tcp_listener record for {bind}: {ls:?}")
+    })
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn overflow_is_attributed_to_the_listener_and_equals_nstat() {
+    require_root();
+    let _serial = exclusive(); // node-wide counters: no other overflow may run meanwhile
+    let run = overflow_run("tcp-overflow", "127.0.0.1", 60, 0.1, "");
+    let upstream = run.records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && u(&r["syn_drops"]) + u(&r["ack_drops"]) > 0);
+    let l = upstream.expect("a listener with drops");
+    let bind = l["listener"].as_str().unwrap().to_string();
+    let (syn, ack) = (u(&l["syn_drops"]), u(&l["ack_drops"]));
+    eprintln!(
+        "listener {bind}: {syn} SYN + {ack} ACK drops; nstat ListenOverflows +{} ListenDrops +{} TCPSynRetrans +{}; statuses {:?}",
+        run.overflows,
+        run.drops,
+        run.syn_retrans,
+        run.nginx.statuses()
+    );
+    assert!(run.overflows > 0, "the scenario must overflow the accept queue");
+    assert_eq!(syn + ack, run.overflows, "tracer drops == ListenOverflows delta");
+    assert_eq!(syn + ack, run.drops, "tracer drops == ListenDrops delta");
+    assert_eq!(u(&l["connects"]["syn_retransmits"]), run.syn_retrans, "tracer SYN retransmits == TCPSynRetrans delta");
+    let q = &l["queue"];
+    assert_eq!(q["queue_max"], 8, "{q}");
+    assert_eq!(q["listen_backlog"], 8, "{q}");
+    assert_eq!(q["owner_pid"], run.gunicorn.master_pid(), "{q}");
+    assert_eq!(run.nginx.count_status(200), 60, "nothing failed: SYN drops only delay connects");
+
+    // Per request: the tracer's SYN_SENT→ESTABLISHED time vs nginx's $upstream_connect_time,
+    // joined by nginx worker pid and the upstream connection's local port.
+    let nginx_times = run.nginx.connect_times();
+    assert_eq!(nginx_times.len(), 60, "every request has a connect time and port");
+    let mut worst = 0.0f64;
+    for (pid, secs, port) in &nginx_times {
+        let rec = run
+            .records
+            .iter()
+            .find(|r| r["type"] == "tcp_connect" && r["pid"] == *pid && r["local"].as_str().unwrap().ends_with(&format!(":{port}")))
+            .unwrap_or_else(|| panic!("no tcp_connect record for nginx pid {pid} port {port}"));
+        assert_eq!(rec["outcome"], "established");
+        let diff_ms = (rec["latency_us"].as_f64().unwrap() / 1e3 - secs * 1e3).abs();
+        worst = worst.max(diff_ms);
+        assert!(diff_ms <= 5.0, "port {port}: tracer {} us vs nginx {secs} s", rec["latency_us"]);
+    }
+    eprintln!("connect latency: 60/60 joined, worst difference {worst:.2} ms");
+}
+
+#[test]
+fn connect_timeouts_are_blamed_on_the_full_queue() {
+    require_root();
+    let _serial = exclusive();
+    let run = overflow_run("tcp-timeout", "127.0.0.1", 60, 0.5, "proxy_connect_timeout 1s;");
+    let statuses = run.nginx.statuses();
+    let failed = statuses.get(&504).copied().unwrap_or(0) + statuses.get(&502).copied().unwrap_or(0);
+    let timeouts = run.nginx.error_lines("upstream timed out (110: Connection timed out) while connecting to upstream");
+    let l = run.records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && u(&r["connects"]["attempts"]) > 0).expect("listener record");
+    eprintln!("statuses {statuses:?}, error-log connect timeouts {timeouts}, listener {l}");
+    assert!(failed > 0, "the scenario must time out some connects");
+    assert_eq!(u(&l["connects"]["abandoned"]), failed, "connect timeouts == nginx 504/502s");
+    assert_eq!(u(&l["connects"]["abandoned"]), timeouts, "== error-log timeout lines");
+    assert!(u(&l["syn_drops"]) > 0, "blamed on this listener's full queue: {l}");
+    assert_eq!(u(&l["syn_drops"]) + u(&l["ack_drops"]), run.overflows, "drops == ListenOverflows delta");
+}
+
+#[test]
+fn ipv6_listener_overflow() {
+    require_root();
+    let _serial = exclusive();
+    let run = overflow_run("tcp-v6", "::1", 30, 0.1, "");
+    let l = run.records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && r["family"] == "ipv6" && u(&r["connects"]["attempts"]) > 0).expect("ipv6 listener record");
+    eprintln!("{l}; nstat ListenOverflows +{}", run.overflows);
+    assert!(l["listener"].as_str().unwrap().starts_with("[::1]:"));
+    assert!(run.overflows > 0);
+    assert_eq!(u(&l["syn_drops"]) + u(&l["ack_drops"]), run.overflows);
+    assert_eq!(l["queue"]["queue_max"], 8);
+}
+
+#[test]
+fn refused_tcp_connects_equal_nginx_502s() {
+    require_root();
+    let scratch = Scratch::new("tcp-refused");
+    let target = format!("127.0.0.1:{}", free_port()); // nothing listens there
+    let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &target, location_extra: "", workers: 1 }).unwrap();
+    let pid = nginx.master_pid().to_string();
+    let tracer = Tracer::watch(TRACER, &["--pid", &pid]).unwrap();
+    ab(&nginx.url(), 20, 5).unwrap();
+    let records = tracer.stop().unwrap();
+    let t = final_target(&records, &target).expect("target record");
+    eprintln!("{t}");
+    // A non-blocking TCP connect returns EINPROGRESS; the refusal arrives as a RST afterwards.
+    assert_eq!(u(&t["tcp"]["refused"]), nginx.count_status(502));
+    assert_eq!(nginx.count_status(502), 20);
+    assert_eq!(nginx.error_lines("(111: Connection refused)"), 20);
+}
+
+#[test]
+fn accept_queue_wait_is_what_the_app_induced() {
+    require_root();
+    const WAIT: Duration = Duration::from_millis(300);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tracer = Tracer::watch(TRACER, &["--comm", "*"]).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        // The app accepts each connection WAIT after it arrived (established, queued).
+        for _ in 0..10 {
+            rx.recv().unwrap();
+            std::thread::sleep(WAIT);
+            let (_c, _) = listener.accept().unwrap();
+        }
+    });
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        conns.push(TcpStream::connect(addr).unwrap());
+        tx.send(()).unwrap();
+        std::thread::sleep(WAIT + Duration::from_millis(50));
+    }
+    server.join().unwrap();
+    let records = tracer.stop().unwrap();
+    let l = final_listener(&records, &addr.to_string()).expect("listener record");
+    let p50 = l["accept_wait_p50_us"].as_f64().unwrap() / 1e3;
+    eprintln!("accept wait p50 {p50:.1} ms (induced {} ms), {}\n{:?}", WAIT.as_millis(), l, final_stats(&records));
+    assert_eq!(u(&l["accepts"]), 10);
+    assert!((p50 - 300.0).abs() <= 30.0, "p50 {p50} ms within 10 % of 300 ms");
+}

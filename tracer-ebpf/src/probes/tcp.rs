@@ -1,0 +1,323 @@
+//! TCP connect and listener probes, tracepoints only.
+//!
+//! Connect side: `sock:inet_sock_set_state` CLOSE→SYN_SENT runs inside the caller's connect(), so
+//! the process filter applies there and the caller is remembered per socket; SYN retransmits
+//! (`tcp:tcp_retransmit_skb` in SYN_SENT) and a RST in SYN_SENT (`tcp:tcp_receive_reset`) are
+//! counted on that entry; leaving SYN_SENT emits one event with latency and outcome.
+//!
+//! Listener side: a final ACK dropped at a full accept queue is `skb:kfree_skb` with reason
+//! TCP_LISTEN_OVERFLOW and `rx_sk` = the listener (a dropped SYN fires no event: userspace
+//! infers it from the connect side). A child socket going SYN_RECV→ESTABLISHED is queued for
+//! accept(); accept()'s exit (peer address read from the caller's buffer) gives the time it waited.
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_user_buf},
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    counters, kind, tcp::outcome, AcceptEvent, EventHeader, ListenOverflowEvent, TcpAddrs, TcpConnectEvent,
+};
+
+use crate::maps::{count, header, now_ns, pid_tgid, traced, EVENTS};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
+const TCP_CLOSE: i32 = 7;
+
+/// skb_drop_reason values of TCP_LISTEN_OVERFLOW and NO_SOCKET, read by userspace from the
+/// tracepoint's format (they differ between kernels) and set at load time; 0 = unknown.
+#[no_mangle]
+static LISTEN_OVERFLOW_REASON: u32 = 0;
+#[no_mangle]
+static NO_SOCKET_REASON: u32 = 0;
+
+/// A connect in SYN_SENT.
+#[repr(C)]
+pub struct Connecting {
+    hdr: EventHeader,
+    start_ns: u64,
+    syn_retransmits: u32,
+    rst: u32,
+}
+
+#[map]
+static CONNECTING: LruHashMap<u64, Connecting> = LruHashMap::with_max_entries(65536, 0);
+
+/// Peer of an established connection waiting in an accept queue.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PeerKey {
+    family: u16,
+    port: u16,
+    _pad: u32,
+    addr: [u8; 16],
+}
+
+/// An established connection waiting in its listener's accept queue.
+#[repr(C)]
+pub struct Queued {
+    since_ns: u64,
+    local_port: u16,
+    _pad: [u16; 3],
+    local_addr: [u8; 16],
+}
+
+/// Queued (established, not yet accepted) connections by peer.
+#[map]
+static ACCEPT_QUEUE: LruHashMap<PeerKey, Queued> = LruHashMap::with_max_entries(65536, 0);
+
+/// An accept() between enter and exit: where the caller wants the peer address.
+#[repr(C)]
+pub struct PendingAccept {
+    listen_fd: i32,
+    _pad: u32,
+    upeer: u64,
+}
+
+#[map]
+static PENDING_ACCEPT: LruHashMap<u64, PendingAccept> = LruHashMap::with_max_entries(16384, 0);
+
+/// Read the inet_sock_set_state / tcp_* address block at `off` (family, sport, dport follow the
+/// layout of each tracepoint; the caller passes the offsets).
+#[inline(always)]
+fn addrs(ctx: &TracePointContext, sport: usize, dport: usize, family: usize, saddr: usize, daddr: usize, saddr6: usize, daddr6: usize) -> TcpAddrs {
+    let fam: u16 = unsafe { ctx.read_at(family) }.unwrap_or(0);
+    let mut a = TcpAddrs {
+        family: fam,
+        sport: unsafe { ctx.read_at(sport) }.unwrap_or(0),
+        dport: unsafe { ctx.read_at(dport) }.unwrap_or(0),
+        _pad: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if fam == AF_INET6 {
+        a.saddr = unsafe { ctx.read_at(saddr6) }.unwrap_or([0; 16]);
+        a.daddr = unsafe { ctx.read_at(daddr6) }.unwrap_or([0; 16]);
+    } else {
+        let s: [u8; 4] = unsafe { ctx.read_at(saddr) }.unwrap_or([0; 4]);
+        let d: [u8; 4] = unsafe { ctx.read_at(daddr) }.unwrap_or([0; 4]);
+        a.saddr[..4].copy_from_slice(&s);
+        a.daddr[..4].copy_from_slice(&d);
+    }
+    a
+}
+
+// sock:inet_sock_set_state offsets (see its format file).
+const SS_SKADDR: usize = 8;
+const SS_OLD: usize = 16;
+const SS_NEW: usize = 20;
+const SS_PROTO: usize = 30;
+
+#[tracepoint]
+pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
+    let proto: u16 = unsafe { ctx.read_at(SS_PROTO) }.unwrap_or(0);
+    if proto != IPPROTO_TCP {
+        return 0;
+    }
+    let sk: u64 = unsafe { ctx.read_at(SS_SKADDR) }.unwrap_or(0);
+    let old: i32 = unsafe { ctx.read_at(SS_OLD) }.unwrap_or(0);
+    let new: i32 = unsafe { ctx.read_at(SS_NEW) }.unwrap_or(0);
+    match (old, new) {
+        (TCP_CLOSE, TCP_SYN_SENT) => {
+            // Inside connect(): the caller is the current task.
+            let id = pid_tgid();
+            if !traced(id) {
+                return 0;
+            }
+            let c = Connecting { hdr: header(kind::TCP_CONNECT, id), start_ns: now_ns(), syn_retransmits: 0, rst: 0 };
+            if CONNECTING.insert(&sk, &c, 0).is_err() {
+                count(counters::CONN_MAP_FULL);
+            }
+        }
+        (TCP_SYN_SENT, _) => {
+            let Some(c) = CONNECTING.get_ptr(&sk) else { return 0 };
+            let a = addrs(&ctx, 24, 26, 28, 32, 36, 40, 56);
+            let now = now_ns();
+            match EVENTS.reserve::<TcpConnectEvent>(0) {
+                Some(mut entry) => {
+                    let e = entry.as_mut_ptr();
+                    unsafe {
+                        (*e).hdr = (*c).hdr;
+                        (*e).hdr.ts_ns = now;
+                        (*e).addrs = a;
+                        (*e).skaddr = sk;
+                        (*e).start_ns = (*c).start_ns;
+                        (*e).latency_ns = now.saturating_sub((*c).start_ns);
+                        (*e).outcome = if new == TCP_ESTABLISHED {
+                            outcome::ESTABLISHED
+                        } else if (*c).rst != 0 {
+                            outcome::REFUSED
+                        } else {
+                            outcome::ABANDONED
+                        };
+                        (*e).syn_retransmits = (*c).syn_retransmits;
+                    }
+                    entry.submit(0);
+                }
+                None => count(counters::RINGBUF_FULL),
+            }
+            let _ = CONNECTING.remove(&sk);
+        }
+        (TCP_SYN_RECV, TCP_ESTABLISHED) => {
+            // A child socket completed the handshake and is now in its listener's accept queue.
+            let a = addrs(&ctx, 24, 26, 28, 32, 36, 40, 56);
+            let key = PeerKey { family: a.family, port: a.dport, _pad: 0, addr: a.daddr };
+            let q = Queued { since_ns: now_ns(), local_port: a.sport, _pad: [0; 3], local_addr: a.saddr };
+            if ACCEPT_QUEUE.insert(&key, &q, 0).is_err() {
+                count(counters::CONN_MAP_FULL);
+            }
+        }
+        _ => {}
+    }
+    0
+}
+
+// tcp:tcp_retransmit_skb offsets.
+const RT_SKADDR: usize = 16;
+const RT_STATE: usize = 24;
+
+#[tracepoint]
+pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
+    let state: i32 = unsafe { ctx.read_at(RT_STATE) }.unwrap_or(0);
+    if state != TCP_SYN_SENT {
+        return 0;
+    }
+    let sk: u64 = unsafe { ctx.read_at(RT_SKADDR) }.unwrap_or(0);
+    if let Some(c) = CONNECTING.get_ptr_mut(&sk) {
+        unsafe { (*c).syn_retransmits += 1 };
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    let sk: u64 = unsafe { ctx.read_at(8) }.unwrap_or(0);
+    if let Some(c) = CONNECTING.get_ptr_mut(&sk) {
+        unsafe { (*c).rst = 1 };
+    }
+    0
+}
+
+// skb:kfree_skb offsets.
+const KF_RX_SK: usize = 24;
+const KF_REASON: usize = 36;
+// struct sock_common: skc_rcv_saddr at 4, skc_num (local port, host order) at 14, skc_family at
+// 16 — unchanged since Linux 2.6.
+const SKC_RCV_SADDR: usize = 4;
+const SKC_NUM: usize = 14;
+const SKC_FAMILY: usize = 16;
+const SKC_STATE: usize = 18;
+const TCP_LISTEN: u8 = 10;
+
+#[tracepoint]
+pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    let reason: u32 = unsafe { ctx.read_at(KF_REASON) }.unwrap_or(0);
+    let overflow = unsafe { core::ptr::read_volatile(&LISTEN_OVERFLOW_REASON) };
+    let no_socket = unsafe { core::ptr::read_volatile(&NO_SOCKET_REASON) };
+    if reason == 0 || (reason != overflow && reason != no_socket) {
+        return 0;
+    }
+    let sk: u64 = unsafe { ctx.read_at(KF_RX_SK) }.unwrap_or(0);
+    if sk == 0 {
+        return 0;
+    }
+    let base = sk as *const u8;
+    // Only drops at a listening socket are accept-queue overflows.
+    if unsafe { bpf_probe_read_kernel(base.add(SKC_STATE)) }.unwrap_or(0u8) != TCP_LISTEN {
+        return 0;
+    }
+    let (port, family, addr4) = unsafe {
+        (
+            bpf_probe_read_kernel(base.add(SKC_NUM) as *const u16).unwrap_or(0),
+            bpf_probe_read_kernel(base.add(SKC_FAMILY) as *const u16).unwrap_or(0),
+            bpf_probe_read_kernel(base.add(SKC_RCV_SADDR) as *const [u8; 4]).unwrap_or([0; 4]),
+        )
+    };
+    // Softirq context: the current task is whoever was interrupted, so no process in the header.
+    let mut hdr = header(kind::LISTEN_OVERFLOW, 0);
+    hdr.comm = [0; 16];
+    let ev = ListenOverflowEvent {
+        hdr,
+        skaddr: sk,
+        family,
+        port,
+        addr4: if family == AF_INET { addr4 } else { [0; 4] },
+        reason,
+        _pad: 0,
+    };
+    if EVENTS.output::<ListenOverflowEvent>(&ev, 0).is_err() {
+        count(counters::RINGBUF_FULL);
+    }
+    0
+}
+
+/// sys_enter_accept / sys_enter_accept4: fd, upeer_sockaddr, upeer_addrlen (, flags).
+#[tracepoint]
+pub fn accept_enter(ctx: TracePointContext) -> u32 {
+    let p = PendingAccept {
+        listen_fd: unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32,
+        _pad: 0,
+        upeer: unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0),
+    };
+    if p.upeer == 0 {
+        // Caller did not ask for the peer address: we cannot pair it with the queued socket.
+        return 0;
+    }
+    if PENDING_ACCEPT.insert(&pid_tgid(), &p, 0).is_err() {
+        count(counters::PENDING_MAP_FULL);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn accept_exit(ctx: TracePointContext) -> u32 {
+    let id = pid_tgid();
+    let Some(p) = PENDING_ACCEPT.get_ptr(&id) else { return 0 };
+    let (listen_fd, upeer) = unsafe { ((*p).listen_fd, (*p).upeer) };
+    let _ = PENDING_ACCEPT.remove(&id);
+    let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(-1);
+    if ret < 0 {
+        return 0;
+    }
+    let mut sa = [0u8; 24];
+    if unsafe { bpf_probe_read_user_buf(upeer as *const u8, &mut sa) }.is_err() {
+        count(counters::ADDR_READ_FAILED);
+        return 0;
+    }
+    let family = u16::from_ne_bytes([sa[0], sa[1]]);
+    let port = u16::from_be_bytes([sa[2], sa[3]]);
+    let mut key = PeerKey { family, port, _pad: 0, addr: [0; 16] };
+    if family == AF_INET {
+        key.addr[..4].copy_from_slice(&sa[4..8]);
+    } else if family == AF_INET6 {
+        key.addr.copy_from_slice(&sa[8..24]);
+    } else {
+        return 0;
+    }
+    let Some(q) = ACCEPT_QUEUE.get_ptr(&key) else { return 0 };
+    let (since, local_port, local_addr) = unsafe { ((*q).since_ns, (*q).local_port, (*q).local_addr) };
+    let _ = ACCEPT_QUEUE.remove(&key);
+    let hdr = header(kind::ACCEPT, id);
+    let ev = AcceptEvent {
+        wait_ns: hdr.ts_ns.saturating_sub(since),
+        hdr,
+        listen_fd,
+        fd: ret as i32,
+        peer_family: family,
+        peer_port: port,
+        local_port,
+        _pad: 0,
+        peer_addr: key.addr,
+        local_addr,
+    };
+    if EVENTS.output::<AcceptEvent>(&ev, 0).is_err() {
+        count(counters::RINGBUF_FULL);
+    }
+    0
+}

@@ -1,0 +1,245 @@
+//! TCP state per upstream target (connect outcome, latency, SYN retransmits) and per local
+//! listener (final-ACK drops seen in the kernel, SYN drops inferred from the connect side, how
+//! long connections waited in the accept queue, the queue as sampled while overflowing).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use hdrhistogram::Histogram;
+use tracer_common::tcp::outcome;
+
+use super::ListenerView;
+use crate::events::TcpConnect;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds")
+}
+
+/// Connect attempts to one upstream ip:port.
+#[derive(Clone, Debug)]
+pub struct TcpTarget {
+    pub attempts: u64,
+    pub established: u64,
+    /// RST in SYN_SENT: nothing listening.
+    pub refused: u64,
+    /// Closed while still in SYN_SENT: the caller gave up (proxy_connect_timeout) or SYN retries
+    /// ran out.
+    pub abandoned: u64,
+    pub syn_retransmits: u64,
+    /// Attempts that needed at least one SYN retransmit (≥ 1 s on Linux).
+    pub delayed: u64,
+    /// SYN_SENT→ESTABLISHED, established attempts only.
+    pub latency_ns: Histogram<u64>,
+}
+
+impl TcpTarget {
+    fn new() -> TcpTarget {
+        TcpTarget { attempts: 0, established: 0, refused: 0, abandoned: 0, syn_retransmits: 0, delayed: 0, latency_ns: histogram() }
+    }
+
+    fn record(&mut self, c: &TcpConnect) {
+        self.attempts += 1;
+        self.syn_retransmits += c.syn_retransmits as u64;
+        if c.syn_retransmits > 0 {
+            self.delayed += 1;
+        }
+        match c.outcome {
+            outcome::ESTABLISHED => {
+                self.established += 1;
+                let _ = self.latency_ns.record(c.latency_ns.max(1));
+            }
+            outcome::REFUSED => self.refused += 1,
+            _ => self.abandoned += 1,
+        }
+    }
+}
+
+/// A local listener: (is IPv6, port). Listener sockets are told apart by port and family; the
+/// address comes from sock_diag.
+pub type ListenerKey = (bool, u16);
+
+#[derive(Clone, Debug)]
+pub struct ListenerStats {
+    pub key: ListenerKey,
+    /// Bound address (from sock_diag), once known.
+    pub addr: Option<SocketAddr>,
+    /// Final ACKs dropped at a full accept queue (kfree_skb TCP_LISTEN_OVERFLOW).
+    pub ack_drops: u64,
+    /// SYNs dropped at a full accept queue, inferred from traced connects to this listener:
+    /// every SYN retransmit means the previous SYN was dropped, and an attempt abandoned in
+    /// SYN_SENT lost its last SYN too. Exact on loopback, where nothing else drops SYNs.
+    pub syn_drops: u64,
+    /// Traced connects to this listener (and their outcome / latency, as for targets).
+    pub connects: TcpTarget,
+    pub accepts: u64,
+    /// Established → accept() returned.
+    pub accept_wait_ns: Histogram<u64>,
+    pub view: Option<ListenerView>,
+    pub peak_queue_len: u32,
+    pub sampled_ns: Option<u64>,
+    pub dirty: bool,
+}
+
+impl ListenerStats {
+    fn new(key: ListenerKey) -> ListenerStats {
+        ListenerStats {
+            key,
+            addr: None,
+            ack_drops: 0,
+            syn_drops: 0,
+            connects: TcpTarget::new(),
+            accepts: 0,
+            accept_wait_ns: histogram(),
+            view: None,
+            peak_queue_len: 0,
+            sampled_ns: None,
+            dirty: true,
+        }
+    }
+
+    pub fn overflowing(&self) -> bool {
+        self.ack_drops + self.syn_drops > 0
+    }
+
+    /// `127.0.0.1:18000`, or `*:18000` / `[::]:18000`-style when the address is not known yet.
+    pub fn name(&self) -> String {
+        match self.addr {
+            Some(a) => a.to_string(),
+            None if self.key.0 => format!("[::]:{}", self.key.1),
+            None => format!("*:{}", self.key.1),
+        }
+    }
+}
+
+pub struct TcpStats {
+    pub targets: BTreeMap<SocketAddr, TcpTarget>,
+    pub listeners: BTreeMap<ListenerKey, ListenerStats>,
+    max_entries: usize,
+    pub untracked: u64,
+}
+
+pub fn key_of(a: &SocketAddr) -> ListenerKey {
+    (a.is_ipv6(), a.port())
+}
+
+impl TcpStats {
+    pub fn new(max_entries: usize) -> TcpStats {
+        TcpStats { targets: BTreeMap::new(), listeners: BTreeMap::new(), max_entries, untracked: 0 }
+    }
+
+    fn listener(&mut self, key: ListenerKey) -> Option<&mut ListenerStats> {
+        if !self.listeners.contains_key(&key) && self.listeners.len() >= self.max_entries {
+            self.untracked += 1;
+            return None;
+        }
+        Some(self.listeners.entry(key).or_insert_with(|| ListenerStats::new(key)))
+    }
+
+    /// Account a connect attempt; `local_listener` says whether its target is a listener on this
+    /// host (then its SYN drops are attributed to it).
+    pub fn record_connect(&mut self, c: &TcpConnect, local_listener: bool) {
+        if self.targets.contains_key(&c.remote) || self.targets.len() < self.max_entries {
+            self.targets.entry(c.remote).or_insert_with(TcpTarget::new).record(c);
+        } else {
+            self.untracked += 1;
+        }
+        if !local_listener {
+            return;
+        }
+        let lost_last_syn = c.outcome == outcome::ABANDONED;
+        if let Some(l) = self.listener(key_of(&c.remote)) {
+            l.connects.record(c);
+            l.syn_drops += c.syn_retransmits as u64 + lost_last_syn as u64;
+            l.dirty = true;
+        }
+    }
+
+    pub fn record_ack_drop(&mut self, key: ListenerKey) {
+        if let Some(l) = self.listener(key) {
+            l.ack_drops += 1;
+            l.dirty = true;
+        }
+    }
+
+    pub fn record_accept(&mut self, key: ListenerKey, addr: SocketAddr, wait_ns: u64) {
+        if let Some(l) = self.listener(key) {
+            l.addr.get_or_insert(addr);
+            l.accepts += 1;
+            let _ = l.accept_wait_ns.record(wait_ns.max(1));
+            l.dirty = true;
+        }
+    }
+
+    /// Whether `key`'s queue should be sampled at `now_ns` (overflowing, rate-limited).
+    pub fn wants_sample(&self, key: ListenerKey, now_ns: u64) -> bool {
+        self.listeners.get(&key).is_some_and(|l| {
+            l.overflowing() && l.sampled_ns.is_none_or(|s| now_ns.saturating_sub(s) >= super::connects::SAMPLE_EVERY_NS)
+        })
+    }
+
+    pub fn record_sample(&mut self, key: ListenerKey, now_ns: u64, addr: SocketAddr, view: ListenerView) {
+        if let Some(l) = self.listeners.get_mut(&key) {
+            l.sampled_ns = Some(now_ns);
+            l.addr = Some(addr);
+            l.peak_queue_len = l.peak_queue_len.max(view.listener.queue_len);
+            l.view = Some(view);
+            l.dirty = true;
+        }
+    }
+
+    pub fn take_dirty(&mut self) -> Vec<ListenerStats> {
+        self.listeners
+            .values_mut()
+            .filter(|l| l.dirty)
+            .map(|l| {
+                l.dirty = false;
+                l.clone()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(port: u16, outcome: u32, retrans: u32) -> TcpConnect {
+        TcpConnect {
+            ts_ns: 1,
+            pid: 1,
+            comm: "nginx".into(),
+            local: "127.0.0.1:40000".parse().unwrap(),
+            remote: SocketAddr::from(([127, 0, 0, 1], port)),
+            start_ns: 0,
+            latency_ns: 1_000_000,
+            outcome,
+            syn_retransmits: retrans,
+        }
+    }
+
+    #[test]
+    fn syn_drops_are_retransmits_plus_abandoned_attempts() {
+        let mut s = TcpStats::new(16);
+        s.record_connect(&attempt(18000, outcome::ESTABLISHED, 0), true);
+        s.record_connect(&attempt(18000, outcome::ESTABLISHED, 2), true);
+        s.record_connect(&attempt(18000, outcome::ABANDONED, 1), true);
+        s.record_connect(&attempt(18001, outcome::REFUSED, 0), false);
+        s.record_ack_drop((false, 18000));
+        let l = &s.listeners[&(false, 18000)];
+        assert_eq!((l.syn_drops, l.ack_drops, l.connects.delayed, l.connects.abandoned), (4, 1, 2, 1));
+        let t = &s.targets[&"127.0.0.1:18000".parse().unwrap()];
+        assert_eq!((t.attempts, t.established, t.syn_retransmits), (3, 2, 3));
+        assert_eq!(s.targets[&"127.0.0.1:18001".parse().unwrap()].refused, 1);
+        assert!(!s.listeners.contains_key(&(false, 18001)), "remote targets are not listeners");
+    }
+
+    #[test]
+    fn accept_wait_is_recorded_per_listener() {
+        let mut s = TcpStats::new(16);
+        s.record_accept((false, 18000), "127.0.0.1:18000".parse().unwrap(), 300_000_000);
+        let l = &s.listeners[&(false, 18000)];
+        assert_eq!(l.accepts, 1);
+        assert_eq!(l.name(), "127.0.0.1:18000");
+        assert!((l.accept_wait_ns.value_at_quantile(0.5) as f64 - 3e8).abs() < 3e5);
+    }
+}
