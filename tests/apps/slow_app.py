@@ -1,13 +1,16 @@
-"""A WSGI app that takes APP_SLEEP seconds (default 0.5) per request: one sync worker behind a
-small listen backlog is enough to overflow the queue."""
+"""A WSGI app that takes APP_SLEEP seconds (default 0.5) per request, plus a uniformly random
+extra of up to APP_SLEEP_SPREAD seconds: one sync worker behind a small listen backlog is enough
+to overflow the queue; the spread gives varied latencies."""
 import os
+import random
 import time
 
 SLEEP = float(os.environ.get("APP_SLEEP", "0.5"))
+SPREAD = float(os.environ.get("APP_SLEEP_SPREAD", "0"))
 
 
 def app(environ, start_response):
-    time.sleep(SLEEP)
+    time.sleep(SLEEP + random.uniform(0, SPREAD))
     body = b"ok\n"
     # The upstream connection's client port, so tests can join nginx's log line
     # ($upstream_http_x_remote_port) to the tracer's record of that TCP connection.

@@ -139,11 +139,13 @@ pub struct GunicornOpts {
     pub app_sleep: f64,
     /// File mode mask for the unix socket gunicorn creates (0 = world-connectable).
     pub umask: u32,
+    /// Random extra sleep of up to this many seconds per request.
+    pub app_sleep_spread: f64,
 }
 
 impl Default for GunicornOpts {
     fn default() -> Self {
-        GunicornOpts { bind: String::new(), backlog: 16, workers: 1, app_sleep: 0.5, umask: 0 }
+        GunicornOpts { bind: String::new(), backlog: 16, workers: 1, app_sleep: 0.5, umask: 0, app_sleep_spread: 0.0 }
     }
 }
 
@@ -163,6 +165,7 @@ impl Gunicorn {
             .arg(repo_root().join("tests/apps"))
             .arg("slow_app:app")
             .env("APP_SLEEP", o.app_sleep.to_string())
+            .env("APP_SLEEP_SPREAD", o.app_sleep_spread.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let proc = Proc::spawn("gunicorn", &mut cmd)?;
@@ -180,6 +183,47 @@ impl Gunicorn {
     /// The gunicorn master process id (the exec'd pid; pyenv shims exec in place).
     pub fn master_pid(&self) -> u32 {
         self.proc.pid()
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        children_of(self.master_pid())
+    }
+}
+
+/// Child process ids of `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// uwsgi (master + workers) speaking HTTP on a unix socket, serving tests/apps/slow_app.py.
+pub struct Uwsgi {
+    pub proc: Proc,
+}
+
+impl Uwsgi {
+    /// `extra`: more uwsgi flags (e.g. `--harakiri 2`, `--max-requests 5`).
+    pub fn start(sock: &Path, processes: u32, app_sleep: f64, extra: &[&str]) -> Result<Uwsgi> {
+        let mut cmd = Command::new(find_program("uwsgi")?);
+        cmd.arg("--master")
+            .args(["--processes", &processes.to_string(), "--http-socket"])
+            .arg(sock)
+            .args(["--chmod-socket=666", "--wsgi-file"])
+            .arg(repo_root().join("tests/apps/slow_app.py"))
+            .args(["--callable", "app", "--die-on-term", "--disable-logging"])
+            .args(extra)
+            .env("APP_SLEEP", app_sleep.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let proc = Proc::spawn("uwsgi", &mut cmd)?;
+        let u = Uwsgi { proc };
+        wait_for("uwsgi socket", Duration::from_secs(20), || {
+            sock.exists() && children_of(u.proc.pid()).len() == processes as usize
+        })?;
+        Ok(u)
     }
 }
 
@@ -211,7 +255,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log error;
 events {{ worker_connections 4096; }}
 http {{
-    log_format tracer '$status $request_time "$upstream_addr" "$upstream_status" "$request" $pid $upstream_connect_time $upstream_http_x_remote_port';
+    log_format tracer '$status $request_time "$upstream_addr" "$upstream_status" "$request" $upstream_header_time $pid $upstream_connect_time $upstream_http_x_remote_port';
     access_log {d}/access.log tracer;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
@@ -249,12 +293,7 @@ http {{
     }
 
     pub fn worker_pids(&self) -> Vec<u32> {
-        let pid = self.master_pid();
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect()
+        children_of(self.master_pid())
     }
 
     /// Status code → count, from the access log (ground truth for what clients got).
@@ -275,6 +314,15 @@ http {{
     /// Error-log lines containing `needle`.
     pub fn error_lines(&self, needle: &str) -> u64 {
         std::fs::read_to_string(&self.error_log).unwrap_or_default().lines().filter(|l| l.contains(needle)).count() as u64
+    }
+
+    /// $upstream_header_time (seconds) of every request that got a response header.
+    pub fn header_times(&self) -> Vec<f64> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.rsplitn(5, ' ').nth(3)?.parse().ok())
+            .collect()
     }
 
     /// (nginx worker pid, $upstream_connect_time in seconds, upstream local port) of every

@@ -8,9 +8,11 @@
 pub mod connect;
 pub mod counters;
 pub mod filter;
+pub mod request;
 pub mod tcp;
 
 pub use connect::{ConnectEvent, ListenEvent};
+pub use request::{ConnCloseEvent, ExitEvent, RequestEvent, SignalEvent};
 pub use tcp::{AcceptEvent, ListenOverflowEvent, TcpAddrs, TcpConnectEvent};
 
 /// Length of a task's `comm` in the kernel (TASK_COMM_LEN).
@@ -28,6 +30,14 @@ pub mod kind {
     pub const LISTEN_OVERFLOW: u32 = 4;
     /// accept() returned a TCP connection, see [`crate::AcceptEvent`].
     pub const ACCEPT: u32 = 5;
+    /// An upstream request got its response, see [`crate::RequestEvent`].
+    pub const REQUEST: u32 = 6;
+    /// An upstream connection closed in a way that matters, see [`crate::ConnCloseEvent`].
+    pub const CONN_CLOSE: u32 = 7;
+    /// A fatal signal was generated, see [`crate::SignalEvent`].
+    pub const SIGNAL: u32 = 8;
+    /// A process exited, see [`crate::ExitEvent`].
+    pub const EXIT: u32 = 9;
 }
 
 /// Shared first part of every event.
@@ -57,4 +67,8 @@ mod pod {
     unsafe impl aya::Pod for crate::TcpConnectEvent {}
     unsafe impl aya::Pod for crate::ListenOverflowEvent {}
     unsafe impl aya::Pod for crate::AcceptEvent {}
+    unsafe impl aya::Pod for crate::RequestEvent {}
+    unsafe impl aya::Pod for crate::ConnCloseEvent {}
+    unsafe impl aya::Pod for crate::SignalEvent {}
+    unsafe impl aya::Pod for crate::ExitEvent {}
 }

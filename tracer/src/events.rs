@@ -2,7 +2,10 @@
 
 use std::mem::size_of;
 
-use tracer_common::{kind, AcceptEvent, ConnectEvent, EventHeader, ListenEvent, ListenOverflowEvent, TcpConnectEvent};
+use tracer_common::{
+    kind, AcceptEvent, ConnCloseEvent, ConnectEvent, EventHeader, ExitEvent, ListenEvent, ListenOverflowEvent, RequestEvent,
+    SignalEvent, TcpConnectEvent,
+};
 
 use crate::errno;
 use crate::sockaddr::Target;
@@ -23,6 +26,10 @@ pub enum Event {
     TcpConnect(TcpConnectEvent),
     ListenOverflow(ListenOverflowEvent),
     Accept(AcceptEvent),
+    Request(RequestEvent),
+    ConnClose(ConnCloseEvent),
+    Signal(SignalEvent),
+    Exit(ExitEvent),
 }
 
 fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
@@ -42,6 +49,10 @@ impl Event {
             kind::TCP_CONNECT => Ok(Event::TcpConnect(read(bytes, "tcp connect event")?)),
             kind::LISTEN_OVERFLOW => Ok(Event::ListenOverflow(read(bytes, "listen overflow event")?)),
             kind::ACCEPT => Ok(Event::Accept(read(bytes, "accept event")?)),
+            kind::REQUEST => Ok(Event::Request(read(bytes, "request event")?)),
+            kind::CONN_CLOSE => Ok(Event::ConnClose(read(bytes, "close event")?)),
+            kind::SIGNAL => Ok(Event::Signal(read(bytes, "signal event")?)),
+            kind::EXIT => Ok(Event::Exit(read(bytes, "exit event")?)),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -53,14 +64,23 @@ impl Event {
             Event::TcpConnect(e) => &e.hdr,
             Event::ListenOverflow(e) => &e.hdr,
             Event::Accept(e) => &e.hdr,
+            Event::Request(e) => &e.hdr,
+            Event::ConnClose(e) => &e.hdr,
+            Event::Signal(e) => &e.hdr,
+            Event::Exit(e) => &e.hdr,
         }
     }
 }
 
 /// The process name from a header (NUL-padded).
 pub fn comm(hdr: &EventHeader) -> String {
-    let end = hdr.comm.iter().position(|&b| b == 0).unwrap_or(hdr.comm.len());
-    String::from_utf8_lossy(&hdr.comm[..end]).into_owned()
+    comm_str(&hdr.comm)
+}
+
+/// A NUL-padded kernel task name.
+pub fn comm_str(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
 /// A connect() with its address decoded.

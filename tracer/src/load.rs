@@ -40,6 +40,25 @@ pub const TCP_PROBES: &[ProbeSpec] = &[
     ProbeSpec { program: "accept_exit", category: "syscalls", name: "sys_exit_accept", feature: "accept-queue wait (accept)", required: false },
 ];
 
+/// Upstream request state (send/recv/close of connect()ed sockets) and the process events that
+/// explain a cut request.
+pub const REQUEST_PROBES: &[ProbeSpec] = &[
+    ProbeSpec { program: "sock_send", category: "sock", name: "sock_send_length", feature: "upstream request tracking", required: false },
+    ProbeSpec { program: "sock_recv", category: "sock", name: "sock_recv_length", feature: "upstream request tracking", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_write", feature: "fd of upstream I/O (write)", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_writev", feature: "fd of upstream I/O (writev)", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendto", feature: "fd of upstream I/O (send)", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendmsg", feature: "fd of upstream I/O (sendmsg)", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_read", feature: "fd of upstream I/O (read)", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_readv", feature: "fd of upstream I/O (readv)", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_recvfrom", feature: "fd of upstream I/O (recv)", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_recvmsg", feature: "fd of upstream I/O (recvmsg)", required: false },
+    ProbeSpec { program: "close_enter", category: "syscalls", name: "sys_enter_close", feature: "proxy-side closes of upstream connections", required: false },
+    ProbeSpec { program: "tcp_destroy", category: "tcp", name: "tcp_destroy_sock", feature: "cleanup of vanished TCP connections", required: false },
+    ProbeSpec { program: "signal_generate", category: "signal", name: "signal_generate", feature: "who killed a worker (signals)", required: false },
+    ProbeSpec { program: "process_exit", category: "sched", name: "sched_process_exit", feature: "worker exits", required: false },
+];
+
 /// The numeric value of an enum symbol in a tracepoint's print format, e.g.
 /// `{ 40, "TCP_LISTEN_OVERFLOW" }` in skb/kfree_skb: enum values differ between kernels.
 pub fn tracepoint_symbol(category: &str, name: &str, symbol: &str) -> Option<u32> {

@@ -11,15 +11,16 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::WatchArgs;
 use crate::collector::tcp::{key_of, ListenerKey};
-use crate::collector::{ConnectStats, ListenerView, TcpStats};
+use crate::collector::{ConnectStats, ListenerView, Requests, TcpStats};
 use crate::events::{Connect, Event, TcpConnect};
 use crate::listeners;
-use crate::load::{self, Filter, CONNECT_PROBES, TCP_PROBES};
+use crate::load::{self, Filter, CONNECT_PROBES, REQUEST_PROBES, TCP_PROBES};
 use crate::netstat;
 use crate::output::{
     jsonl::JsonLines, terminal::Terminal, ConnectFailed, Output, Stats, TargetSummary, TcpConnectRecord,
-    TcpListenerSummary,
+    TcpListenerSummary, UpstreamClose,
 };
+use crate::sockaddr::Target;
 use crate::source::Source;
 use crate::timebase::Timebase;
 
@@ -74,7 +75,15 @@ struct Watch {
     /// TCP target → the local listener serving it (None: not on this host), looked up once.
     local: HashMap<SocketAddr, Option<SocketAddr>>,
     nstat_start: BTreeMap<String, u64>,
+    requests: Requests,
+    /// When each target's workers were last listed.
+    workers_listed: HashMap<Target, u64>,
+    /// Listener inode → owner (a /proc scan, done once per listener).
+    owners: HashMap<u32, Option<listeners::Owner>>,
 }
+
+/// How often a target's worker list (listener owner + its children) is refreshed at most.
+const WORKERS_EVERY_NS: u64 = 500_000_000;
 
 impl Watch {
     /// Is `remote` served by a listener on this host? (sock_diag, cached per target)
@@ -95,6 +104,23 @@ impl Watch {
         let seen = self.stats.backlog_seen(l.inode);
         let view = ListenerView::new(l, prev.as_ref(), seen, listeners::owner_of, self.somaxconn);
         self.tcp.record_sample(key, now, bound, view);
+    }
+
+    /// Remember which processes serve `target` (its listener's owner and that owner's
+    /// children), so a worker's death can be tied to the requests it cut.
+    fn list_workers(&mut self, target: &Target) {
+        let now = Timebase::monotonic_now_ns();
+        if self.workers_listed.get(target).is_some_and(|&t| now.saturating_sub(t) < WORKERS_EVERY_NS) {
+            return;
+        }
+        self.workers_listed.insert(target.clone(), now);
+        let Ok(Some(l)) = listeners::listener_for(target) else { return };
+        let owner = self.owners.entry(l.inode).or_insert_with(|| listeners::owner_of(l.inode)).clone();
+        if let Some(o) = owner {
+            let mut pids = listeners::children(o.pid);
+            pids.push(o.pid);
+            self.requests.add_workers(target, pids);
+        }
     }
 
     fn handle_tcp_connect(&mut self, c: TcpConnect) -> io::Result<()> {
@@ -124,6 +150,9 @@ impl Watch {
                 }
                 if c.failed() {
                     self.out.connect_failed(&ConnectFailed::new(&c, &self.tb))?;
+                } else {
+                    self.requests.record_connect(c.pid, c.fd, &c.target);
+                    self.list_workers(&c.target);
                 }
             }
             Event::Listen(l) => {
@@ -139,6 +168,21 @@ impl Watch {
                 let ip: std::net::IpAddr = if v6 { std::net::Ipv6Addr::UNSPECIFIED.into() } else { o.addr4.into() };
                 self.sample_tcp_listener(key, SocketAddr::new(ip, o.port));
             }
+            Event::Request(r) => self.requests.record_request(&r),
+            Event::ConnClose(e) => {
+                if let Some(cut) = self.requests.record_close(&e, crate::events::comm(&e.hdr)) {
+                    self.out.upstream_close(&UpstreamClose::new(&cut, &self.tb))?;
+                }
+            }
+            Event::Signal(s) => self.requests.record_signal(
+                s.hdr.ts_ns,
+                s.target_pid as u32,
+                crate::events::comm_str(&s.target_comm),
+                s.sig,
+                s.hdr.pid,
+                crate::events::comm(&s.hdr),
+            ),
+            Event::Exit(x) => self.requests.record_exit(x.hdr.ts_ns, x.hdr.pid, crate::events::comm(&x.hdr)),
             Event::Accept(a) => {
                 let local = SocketAddr::new(crate::events::ip(a.peer_family, &a.local_addr), a.local_port);
                 self.tcp.record_accept(key_of(&local), local, a.wait_ns);
@@ -149,14 +193,13 @@ impl Watch {
 
     fn summary(&mut self, source: &Source, probes: &[load::ProbeStatus], is_final: bool) -> io::Result<()> {
         let tcp_of = |t: &crate::collector::TargetStats| match t.target {
-            crate::sockaddr::Target::Inet(a) => self.tcp.targets.get(&a),
+            Target::Inet(a) => self.tcp.targets.get(&a),
             _ => None,
         };
-        let targets: Vec<TargetSummary> = if is_final {
-            self.stats.targets().map(|t| TargetSummary::new(t, tcp_of(t), &self.tb, true)).collect()
-        } else {
-            self.stats.take_dirty().iter().map(|t| TargetSummary::new(t, tcp_of(t), &self.tb, false)).collect()
-        };
+        let requests_of = |t: &crate::collector::TargetStats| self.requests.targets.get(&t.target);
+        let summary = |t: &crate::collector::TargetStats| TargetSummary::new(t, tcp_of(t), requests_of(t), &self.tb, is_final);
+        let targets: Vec<TargetSummary> =
+            if is_final { self.stats.targets().map(summary).collect() } else { self.stats.take_dirty().iter().map(summary).collect() };
         let listeners: Vec<TcpListenerSummary> = if is_final {
             self.tcp.listeners.values().map(|l| TcpListenerSummary::new(l, true)).collect()
         } else {
@@ -178,7 +221,7 @@ impl Watch {
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     load::preflight()?;
     let filter = filter(&args)?;
-    let probes: Vec<_> = CONNECT_PROBES.iter().chain(TCP_PROBES).collect();
+    let probes: Vec<_> = CONNECT_PROBES.iter().chain(TCP_PROBES).chain(REQUEST_PROBES).collect();
     let mut loaded = load::load(&filter, &probes, args.ringbuf_kib * 1024)?;
     let mut source = Source::new(&mut loaded.ebpf)?;
     let attached = loaded.probes.iter().filter(|p| p.attached).count();
@@ -199,6 +242,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         all_connections: args.connections,
         local: HashMap::new(),
         nstat_start: netstat::read(),
+        requests: Requests::new(args.max_targets),
+        workers_listed: HashMap::new(),
+        owners: HashMap::new(),
     };
 
     let deadline = args.duration.map(|d| tokio::time::Instant::from_std(Instant::now() + d));

@@ -95,6 +95,8 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    // The fd now names an upstream connection: its first send starts request tracking.
+    super::requests::mark_connected(id, unsafe { (*p).fd }, ret);
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
             let e = entry.as_mut_ptr();

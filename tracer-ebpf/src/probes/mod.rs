@@ -1,3 +1,5 @@
 //! One module per probe family.
 pub mod connect;
 pub mod tcp;
+pub mod process;
+pub mod requests;

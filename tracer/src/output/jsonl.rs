@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::records::{ConnectFailed, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary};
+use super::records::{ConnectFailed, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, UpstreamClose};
 use super::Output;
 
 pub struct JsonLines<W: Write> {
@@ -30,6 +30,11 @@ impl<W: Write> Output for JsonLines<W> {
 
     fn tcp_connect(&mut self, r: &TcpConnectRecord) -> io::Result<()> {
         self.line(r)
+    }
+
+    fn upstream_close(&mut self, r: &UpstreamClose) -> io::Result<()> {
+        self.line(r)?;
+        self.out.flush()
     }
 
     fn summary(&mut self, targets: &[TargetSummary], listeners: &[TcpListenerSummary], stats: &Stats) -> io::Result<()> {

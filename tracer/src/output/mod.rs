@@ -7,7 +7,7 @@ pub mod terminal;
 
 use std::io;
 
-pub use records::{ConnectFailed, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary};
+pub use records::{ConnectFailed, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, UpstreamClose};
 
 pub trait Output {
     /// A connect() that failed, as it happens.
@@ -15,6 +15,8 @@ pub trait Output {
     /// A TCP connect attempt that left SYN_SENT (failed or delayed ones, or all with
     /// `--connections`).
     fn tcp_connect(&mut self, r: &TcpConnectRecord) -> io::Result<()>;
+    /// A request cut short by the upstream, or given up by the proxy, as it happens.
+    fn upstream_close(&mut self, r: &UpstreamClose) -> io::Result<()>;
     /// Per-target and per-listener summaries (the changed ones while running; all at the end).
     fn summary(&mut self, targets: &[TargetSummary], listeners: &[TcpListenerSummary], stats: &Stats) -> io::Result<()>;
 }

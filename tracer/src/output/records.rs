@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::collector::requests::{CutRequest, RequestStats};
 use crate::collector::tcp::{ListenerStats, TcpTarget};
 use crate::collector::{ListenerView, TargetStats};
 use crate::errno;
@@ -102,6 +103,148 @@ pub struct TargetSummary {
     pub listener: Option<ListenerSummary>,
     /// TCP targets: what happened after connect() returned (None for unix targets).
     pub tcp: Option<TcpSummary>,
+    /// Requests over connections to this target (None when none was seen).
+    pub requests: Option<RequestSummary>,
+}
+
+/// Upstream requests to one target: latency and how connections ended.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RequestSummary {
+    /// Requests that got at least one response byte.
+    pub completed: u64,
+    /// Request sent → first response byte.
+    pub ttfb_p50_us: f64,
+    pub ttfb_p90_us: f64,
+    pub ttfb_p99_us: f64,
+    pub ttfb_p999_us: f64,
+    pub ttfb_max_us: f64,
+    /// Request sent → last response byte.
+    pub total_p50_us: f64,
+    pub total_p90_us: f64,
+    pub total_p99_us: f64,
+    pub total_p999_us: f64,
+    pub total_max_us: f64,
+    /// Upstream closed while a request was outstanding (fresh connection).
+    pub premature_closes: u64,
+    /// Request sent on a reused connection the upstream had closed.
+    pub keepalive_races: u64,
+    /// The proxy closed while a request was outstanding (gave up: timeout).
+    pub proxy_aborts: u64,
+    /// Upstream closed an idle kept-alive connection (normal).
+    pub idle_closes: u64,
+}
+
+impl RequestSummary {
+    pub fn new(s: &RequestStats) -> RequestSummary {
+        use tracer_common::request::close;
+        let q = |h: &hdrhistogram::Histogram<u64>, p: f64| us(h.value_at_quantile(p));
+        RequestSummary {
+            completed: s.completed,
+            ttfb_p50_us: q(&s.ttfb_ns, 0.5),
+            ttfb_p90_us: q(&s.ttfb_ns, 0.9),
+            ttfb_p99_us: q(&s.ttfb_ns, 0.99),
+            ttfb_p999_us: q(&s.ttfb_ns, 0.999),
+            ttfb_max_us: us(s.ttfb_ns.max()),
+            total_p50_us: q(&s.total_ns, 0.5),
+            total_p90_us: q(&s.total_ns, 0.9),
+            total_p99_us: q(&s.total_ns, 0.99),
+            total_p999_us: q(&s.total_ns, 0.999),
+            total_max_us: us(s.total_ns.max()),
+            premature_closes: s.closes_of(close::PREMATURE),
+            keepalive_races: s.closes_of(close::KEEPALIVE_RACE),
+            proxy_aborts: s.closes_of(close::PROXY_ABORT),
+            idle_closes: s.closes_of(close::IDLE),
+        }
+    }
+}
+
+/// The worker behind a cut request.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct WorkerDeath {
+    pub pid: u32,
+    pub comm: String,
+    /// Fatal signal it received (None: it exited on its own, e.g. max-requests recycling).
+    pub signal: Option<i32>,
+    pub signal_name: Option<&'static str>,
+    pub sender_pid: Option<u32>,
+    pub sender_comm: Option<String>,
+    pub exited: bool,
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        _ => "SIG?",
+    }
+}
+
+/// `{"type":"upstream_close", ...}`: a request the upstream cut short, or the proxy gave up on.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpstreamClose {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: f64,
+    pub pid: u32,
+    pub comm: String,
+    pub fd: i32,
+    /// `unix:/path`, `ip:port`, or null when the connection's connect() was not seen.
+    pub target: Option<String>,
+    /// "premature", "keepalive_race" or "proxy_abort".
+    pub class: &'static str,
+    /// "eof", "reset", "send_failed" or "local".
+    pub how: &'static str,
+    /// How long the request had been outstanding.
+    pub request_age_ms: f64,
+    /// Idle time of the connection before this request was sent on it (reuse).
+    pub idle_before_ms: f64,
+    /// Requests sent on the connection (1 = fresh connection).
+    pub seq: u32,
+    pub worker: Option<WorkerDeath>,
+}
+
+impl UpstreamClose {
+    pub fn new(c: &CutRequest, tb: &Timebase) -> UpstreamClose {
+        use tracer_common::request::{close, how};
+        let e = &c.ev;
+        UpstreamClose {
+            kind: "upstream_close",
+            time: tb.unix_secs(c.ts_ns),
+            pid: c.pid,
+            comm: c.comm.clone(),
+            fd: e.fd,
+            target: c.target.as_ref().map(|t| t.to_string()),
+            class: match e.class {
+                close::PREMATURE => "premature",
+                close::KEEPALIVE_RACE => "keepalive_race",
+                close::PROXY_ABORT => "proxy_abort",
+                _ => "idle",
+            },
+            how: match e.how {
+                how::EOF => "eof",
+                how::RESET => "reset",
+                how::SEND_FAILED => "send_failed",
+                _ => "local",
+            },
+            request_age_ms: e.request_age_ns as f64 / 1e6,
+            idle_before_ms: e.idle_ns as f64 / 1e6,
+            seq: e.seq,
+            worker: c.worker.as_ref().map(|d| WorkerDeath {
+                pid: d.pid,
+                comm: d.comm.clone(),
+                signal: d.signal.as_ref().map(|s| s.0),
+                signal_name: d.signal.as_ref().map(|s| signal_name(s.0)),
+                sender_pid: d.signal.as_ref().map(|s| s.1),
+                sender_comm: d.signal.as_ref().map(|s| s.2.clone()),
+                exited: d.exited,
+            }),
+        }
+    }
 }
 
 fn us(ns: u64) -> f64 {
@@ -237,7 +380,7 @@ impl TcpListenerSummary {
 }
 
 impl TargetSummary {
-    pub fn new(t: &TargetStats, tcp: Option<&TcpTarget>, tb: &Timebase, is_final: bool) -> TargetSummary {
+    pub fn new(t: &TargetStats, tcp: Option<&TcpTarget>, requests: Option<&RequestStats>, tb: &Timebase, is_final: bool) -> TargetSummary {
         let errors = t
             .errors
             .iter()
@@ -259,6 +402,7 @@ impl TargetSummary {
             connect_max_us: us(t.duration_ns.max()),
             listener,
             tcp: tcp.map(TcpSummary::new),
+            requests: requests.map(RequestSummary::new),
         }
     }
 }

@@ -3,7 +3,10 @@
 
 use std::io::{self, Write};
 
-use super::records::{ConnectFailed, ListenerSummary, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, TcpSummary};
+use super::records::{
+    ConnectFailed, ListenerSummary, RequestSummary, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, TcpSummary,
+    UpstreamClose,
+};
 use super::Output;
 
 pub struct Terminal<W: Write> {
@@ -49,6 +52,26 @@ fn owner_text(l: &ListenerSummary) -> String {
         parts.push(format!("somaxconn {m}"));
     }
     format!("({})", parts.join(", "))
+}
+
+fn requests_text(r: &RequestSummary) -> String {
+    let mut s = format!(
+        "{} requests, ttfb p50 {} p99 {}",
+        r.completed,
+        human_us(r.ttfb_p50_us),
+        human_us(r.ttfb_p99_us)
+    );
+    for (n, what) in [
+        (r.premature_closes, "premature closes"),
+        (r.keepalive_races, "keep-alive races"),
+        (r.proxy_aborts, "proxy aborts (timeouts)"),
+        (r.idle_closes, "idle closes"),
+    ] {
+        if n > 0 {
+            s.push_str(&format!(", {n} {what}"));
+        }
+    }
+    s
 }
 
 fn tcp_text(t: &TcpSummary) -> String {
@@ -125,6 +148,9 @@ pub fn summary_line(t: &TargetSummary) -> String {
     if let Some(tcp) = &t.tcp {
         s.push_str(&format!("  TCP: {}", tcp_text(tcp)));
     }
+    if let Some(r) = &t.requests {
+        s.push_str(&format!("  {}", requests_text(r)));
+    }
     match &t.listener {
         Some(l) => s.push_str(&format!("  {}", listener_text(l))),
         None if t.failed > 0 && t.family == "unix" => s.push_str("  no listener on this path"),
@@ -166,6 +192,34 @@ impl<W: Write> Output for Terminal<W> {
             r.remote,
             r.syn_retransmits
         )?;
+        self.out.flush()
+    }
+
+    fn upstream_close(&mut self, r: &UpstreamClose) -> io::Result<()> {
+        let what = match r.class {
+            "premature" => format!("upstream closed ({}) a request {:.0} ms old", r.how, r.request_age_ms),
+            "keepalive_race" => format!(
+                "keep-alive race: request sent on a connection idle {:.0} ms, upstream closed it ({})",
+                r.idle_before_ms, r.how
+            ),
+            _ => format!("proxy gave up on a request after {:.0} ms (closed it)", r.request_age_ms),
+        };
+        let mut line = format!(
+            "{} {}[{}] {}  {what}",
+            clock(r.time),
+            r.comm,
+            r.pid,
+            r.target.as_deref().unwrap_or("(unknown upstream)")
+        );
+        if let Some(w) = &r.worker {
+            match (&w.signal_name, &w.sender_comm, w.sender_pid) {
+                (Some(sig), Some(by), Some(by_pid)) => {
+                    line.push_str(&format!(" — worker {} pid {} killed by {sig} from {by} pid {by_pid}", w.comm, w.pid))
+                }
+                _ => line.push_str(&format!(" — worker {} pid {} exited (no signal: recycled?)", w.comm, w.pid)),
+            }
+        }
+        writeln!(self.out, "{line}")?;
         self.out.flush()
     }
 
@@ -233,6 +287,7 @@ mod tests {
             connect_p99_us: 20.0,
             connect_max_us: 30.0,
             tcp: None,
+            requests: None,
             listener: Some(ListenerSummary {
                 inode: 1,
                 queue_len: 3,

@@ -1,0 +1,153 @@
+//! Upstream requests: workers killed mid-request, proxy timeouts and per-request latency, each
+//! compared with nginx's own access and error logs. Real nginx, gunicorn, uwsgi. Root only.
+
+use std::time::Duration;
+
+use tracer_e2e::*;
+
+const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+
+fn unix_nginx(scratch: &Scratch, sock: &std::path::Path, extra: &str) -> Nginx {
+    let upstream = format!("unix:{}:", sock.display());
+    Nginx::start(scratch, &NginxOpts { upstream: &upstream, location_extra: extra, workers: 1 }).expect("nginx starts")
+}
+
+fn trace(nginx: &Nginx) -> Tracer {
+    Tracer::watch(TRACER, &["--pid", &nginx.master_pid().to_string(), "--interval", "1s"]).expect("tracer attaches")
+}
+
+fn closes<'a>(records: &'a [serde_json::Value], class: &str) -> Vec<&'a serde_json::Value> {
+    records.iter().filter(|r| r["type"] == "upstream_close" && r["class"] == class).collect()
+}
+
+/// Run `ab` in the background while `during` runs.
+fn ab_while(url: &str, n: u32, c: u32, during: impl FnOnce()) {
+    let url = url.to_string();
+    let load = std::thread::spawn(move || ab(&url, n, c).expect("ab runs"));
+    during();
+    load.join().unwrap();
+}
+
+#[test]
+fn sigkilled_gunicorn_workers_are_premature_closes_with_the_killer() {
+    require_root();
+    let scratch = Scratch::new("kill");
+    let sock = scratch.path("app.sock");
+    let g = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), workers: 2, app_sleep: 3.0, backlog: 64, ..Default::default() })
+        .expect("gunicorn starts");
+    let nginx = unix_nginx(&scratch, &sock, "");
+    let tracer = trace(&nginx);
+    let workers = g.worker_pids();
+    assert_eq!(workers.len(), 2);
+    ab_while(&nginx.url(), 2, 2, || {
+        std::thread::sleep(Duration::from_secs(1)); // both requests are now being served
+        for w in &workers {
+            unsafe { libc::kill(*w as i32, libc::SIGKILL) };
+        }
+    });
+    let records = tracer.stop().unwrap();
+    let n502 = nginx.count_status(502);
+    let lines = nginx.error_lines("upstream prematurely closed connection");
+    let cut = closes(&records, "premature");
+    eprintln!("502s {n502}, error-log lines {lines}, tracer {cut:?}");
+    // gunicorn's sync workers race to accept: both requests may sit with one worker (one being
+    // served, one queued and later served by a respawned worker): at least one 502.
+    assert!(n502 >= 1, "a killed in-flight request must give a 502");
+    assert_eq!(cut.len() as u64, n502, "premature closes == nginx 502s");
+    assert_eq!(lines, n502);
+    for c in cut {
+        assert_eq!(c["target"], format!("unix:{}", sock.display()));
+        let w = &c["worker"];
+        assert!(workers.contains(&(w["pid"].as_u64().unwrap() as u32)), "a killed worker: {c}");
+        assert_eq!(w["signal_name"], "SIGKILL", "{c}");
+        assert_eq!(w["sender_pid"], std::process::id(), "sent by this test: {c}");
+        assert!(c["request_age_ms"].as_f64().unwrap() >= 900.0, "{c}");
+    }
+}
+
+#[test]
+fn uwsgi_harakiri_is_a_premature_close_killed_by_the_uwsgi_master() {
+    require_root();
+    let scratch = Scratch::new("harakiri");
+    let sock = scratch.path("uwsgi.sock");
+    let u = Uwsgi::start(&sock, 1, 4.0, &["--harakiri", "2"]).expect("uwsgi starts");
+    let nginx = unix_nginx(&scratch, &sock, "");
+    let tracer = trace(&nginx);
+    ab(&nginx.url(), 1, 1).unwrap();
+    let records = tracer.stop().unwrap();
+    let n502 = nginx.count_status(502);
+    let cut = closes(&records, "premature");
+    eprintln!("502s {n502}, tracer {cut:?}");
+    assert_eq!(n502, 1);
+    assert_eq!(cut.len() as u64, n502);
+    assert_eq!(nginx.error_lines("upstream prematurely closed connection"), 1);
+    let w = &cut[0]["worker"];
+    assert_eq!(w["signal_name"], "SIGKILL", "{w}");
+    assert_eq!(w["sender_pid"], u.proc.pid(), "killed by the uwsgi master (harakiri): {w}");
+    let age = cut[0]["request_age_ms"].as_f64().unwrap();
+    // uwsgi checks harakiri deadlines once a second: it fires between ~1 and 3 s after 2 s were
+    // armed (measured: 1.6 s after the request was sent).
+    assert!((1000.0..4000.0).contains(&age), "killed by harakiri, well before the 4 s app returns: {age} ms");
+}
+
+#[test]
+fn proxy_read_timeout_is_a_proxy_abort_aged_2s() {
+    require_root();
+    let scratch = Scratch::new("readtimeout");
+    let sock = scratch.path("app.sock");
+    let _g = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), workers: 3, app_sleep: 4.0, backlog: 64, ..Default::default() })
+        .expect("gunicorn starts");
+    let nginx = unix_nginx(&scratch, &sock, "proxy_read_timeout 2s;");
+    let tracer = trace(&nginx);
+    ab(&nginx.url(), 3, 3).unwrap();
+    let records = tracer.stop().unwrap();
+    let n504 = nginx.count_status(504);
+    let aborts = closes(&records, "proxy_abort");
+    eprintln!("504s {n504}, tracer {aborts:?}");
+    assert_eq!(n504, 3);
+    assert_eq!(aborts.len() as u64, n504, "proxy-side closes == nginx 504s");
+    for a in aborts {
+        let age = a["request_age_ms"].as_f64().unwrap();
+        assert!((age - 2000.0).abs() <= 100.0, "aborted at proxy_read_timeout: {age} ms");
+    }
+    assert_eq!(nginx.error_lines("upstream timed out (110: Connection timed out) while reading response header"), n504);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    // Nearest rank, like HdrHistogram's value_at_quantile.
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[test]
+fn time_to_first_byte_matches_upstream_header_time() {
+    require_root();
+    let _serial = exclusive(); // latency comparison: keep the machine quiet
+    let scratch = Scratch::new("latency");
+    let sock = scratch.path("app.sock");
+    let _g = Gunicorn::start(&GunicornOpts {
+        bind: format!("unix:{}", sock.display()),
+        workers: 4,
+        app_sleep: 0.001,
+        app_sleep_spread: 0.03,
+        backlog: 256,
+        ..Default::default()
+    })
+    .expect("gunicorn starts");
+    let nginx = unix_nginx(&scratch, &sock, "");
+    let tracer = trace(&nginx);
+    ab(&nginx.url(), 1000, 4).unwrap();
+    let records = tracer.stop().unwrap();
+    let mut nginx_ms: Vec<f64> = nginx.header_times().into_iter().map(|s| s * 1e3).collect();
+    nginx_ms.sort_by(f64::total_cmp);
+    let t = final_target(&records, &format!("unix:{}", sock.display())).expect("target");
+    let r = &t["requests"];
+    let (p50, p99) = (r["ttfb_p50_us"].as_f64().unwrap() / 1e3, r["ttfb_p99_us"].as_f64().unwrap() / 1e3);
+    let (n50, n99) = (percentile(&nginx_ms, 0.5), percentile(&nginx_ms, 0.99));
+    eprintln!("requests {} vs nginx {}; ttfb p50 {p50:.2} ms vs {n50:.2}, p99 {p99:.2} ms vs {n99:.2}", r["completed"], nginx_ms.len());
+    assert_eq!(nginx.count_status(200), 1000);
+    assert_eq!(r["completed"], 1000, "one latency sample per request");
+    assert_eq!(nginx_ms.len(), 1000);
+    assert!((p50 - n50).abs() <= 2.0, "p50 {p50} vs $upstream_header_time {n50}");
+    assert!((p99 - n99).abs() <= 2.0, "p99 {p99} vs $upstream_header_time {n99}");
+}

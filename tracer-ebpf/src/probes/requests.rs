@@ -1,0 +1,322 @@
+//! Upstream requests, tracepoints only: the proxy's socket I/O drives a per-connection state
+//! machine kept here, so only state changes reach userspace (not every send/recv).
+//!
+//! Which sockets: those the traced process connect()ed (`sys_exit_connect` marks (tgid, fd); the
+//! first send on that fd binds it to its `struct sock`). Connections opened before the tracer
+//! started are not followed. `sock:sock_send_length` / `sock:sock_recv_length` give the socket
+//! and result for every family, unix included; the fd comes from the I/O syscall's enter
+//! (`syscalls:sys_enter_{write,writev,sendto,sendmsg,read,readv,recvfrom,recvmsg}`), and
+//! `sys_enter_close` ends a connection from the proxy's side. `tcp:tcp_destroy_sock` clears state
+//! of TCP sockets that vanish without a close() we saw.
+//!
+//! IDLE → REQUEST_SENT (bytes sent) → RESPONDING (first byte back) → next request (reuse), peer
+//! close (EOF/RST/failed send) or local close. A peer close before any response byte is a
+//! premature close (or, on a reused connection, the keep-alive race); a local close before any
+//! response byte is the proxy giving up.
+
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    counters, kind,
+    request::{close, end, how, state},
+    ConnCloseEvent, EventHeader, RequestEvent,
+};
+
+use crate::maps::{count, header, now_ns, pid_tgid, traced, EVENTS};
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const EPIPE: i32 = 32;
+const ECONNRESET: i32 = 104;
+const MSG_PEEK: i32 = 2;
+const EINPROGRESS: i64 = -115;
+/// A peer EOF this long after the last response byte closed an idle keep-alive connection;
+/// sooner, it ended the response (HTTP/1.0 style).
+const IDLE_GAP_NS: u64 = 10_000_000;
+
+/// An upstream connection being followed.
+#[repr(C)]
+pub struct Conn {
+    hdr: EventHeader,
+    start_ns: u64,
+    first_byte_ns: u64,
+    last_byte_ns: u64,
+    idle_before_ns: u64,
+    bytes_sent: u32,
+    bytes_recv: u32,
+    seq: u32,
+    fd: i32,
+    family: u16,
+    state: u8,
+    _pad: [u8; 5],
+}
+
+#[map]
+static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(65536, 0);
+
+/// (tgid << 32 | fd) connect()ed by a traced process, not yet bound to a socket.
+#[map]
+static CONNECTED_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// (tgid << 32 | fd) → struct sock of a followed connection (for close()).
+#[map]
+static SK_BY_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// The fd of the I/O syscall each traced thread is in.
+#[map]
+static FD_CALL: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn fd_key(pid_tgid: u64, fd: i32) -> u64 {
+    (pid_tgid & 0xffff_ffff_0000_0000) | (fd as u32 as u64)
+}
+
+/// Called by connect_exit: a traced process connected `fd` (or started to).
+#[inline(always)]
+pub fn mark_connected(id: u64, fd: i32, ret: i64) {
+    if ret == 0 || ret == EINPROGRESS {
+        if CONNECTED_FD.insert(&fd_key(id, fd), &now_ns(), 0).is_err() {
+            count(counters::CONN_MAP_FULL);
+        }
+    }
+}
+
+#[tracepoint]
+pub fn io_enter(ctx: TracePointContext) -> u32 {
+    let id = pid_tgid();
+    if !traced(id) {
+        return 0;
+    }
+    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
+    let _ = FD_CALL.insert(&id, &fd, 0);
+    0
+}
+
+// sock:sock_send_length / sock_recv_length offsets.
+const SL_SK: usize = 8;
+const SL_FAMILY: usize = 16;
+const SL_PROTO: usize = 18;
+const SL_RET: usize = 20;
+const SL_FLAGS: usize = 24;
+
+/// Socket, family and result of a send/recv by a traced process on a stream socket we care about.
+#[inline(always)]
+fn io_args(ctx: &TracePointContext) -> Option<(u64, u16, i32)> {
+    let family: u16 = unsafe { ctx.read_at(SL_FAMILY) }.ok()?;
+    match family {
+        AF_UNIX => {}
+        AF_INET | AF_INET6 => {
+            if unsafe { ctx.read_at::<u16>(SL_PROTO) }.ok()? != IPPROTO_TCP {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    Some((unsafe { ctx.read_at(SL_SK) }.ok()?, family, unsafe { ctx.read_at(SL_RET) }.ok()?))
+}
+
+fn emit_request(c: &Conn, sk: u64, end_reason: u32) {
+    match EVENTS.reserve::<RequestEvent>(0) {
+        Some(mut entry) => {
+            let e = entry.as_mut_ptr();
+            unsafe {
+                (*e).hdr = c.hdr;
+                (*e).hdr.kind = kind::REQUEST;
+                (*e).hdr.ts_ns = now_ns();
+                (*e).sk = sk;
+                (*e).start_ns = c.start_ns;
+                (*e).first_byte_ns = c.first_byte_ns;
+                (*e).last_byte_ns = c.last_byte_ns;
+                (*e).idle_before_ns = c.idle_before_ns;
+                (*e).bytes_sent = c.bytes_sent;
+                (*e).bytes_recv = c.bytes_recv;
+                (*e).seq = c.seq;
+                (*e).end = end_reason;
+                (*e).fd = c.fd;
+                (*e).family = c.family;
+                (*e)._pad = 0;
+            }
+            entry.submit(0);
+        }
+        None => count(counters::RINGBUF_FULL),
+    }
+}
+
+fn emit_close(c: &Conn, sk: u64, class: u32, how_: u32, age_ns: u64, idle_ns: u64) {
+    match EVENTS.reserve::<ConnCloseEvent>(0) {
+        Some(mut entry) => {
+            let e = entry.as_mut_ptr();
+            unsafe {
+                (*e).hdr = c.hdr;
+                (*e).hdr.kind = kind::CONN_CLOSE;
+                (*e).hdr.ts_ns = now_ns();
+                (*e).sk = sk;
+                (*e).request_age_ns = age_ns;
+                (*e).idle_ns = idle_ns;
+                (*e).class = class;
+                (*e).how = how_;
+                (*e).seq = c.seq;
+                (*e).bytes_recv = c.bytes_recv;
+                (*e).fd = c.fd;
+                (*e).family = c.family;
+                (*e)._pad = 0;
+            }
+            entry.submit(0);
+        }
+        None => count(counters::RINGBUF_FULL),
+    }
+}
+
+/// The upstream closed the connection (EOF, RST, or a send failed).
+fn peer_closed(c: &Conn, sk: u64, how_: u32) {
+    let now = now_ns();
+    match c.state {
+        state::REQUEST_SENT => {
+            let class = if c.seq > 1 { close::KEEPALIVE_RACE } else { close::PREMATURE };
+            emit_close(c, sk, class, how_, now.saturating_sub(c.start_ns), c.idle_before_ns);
+        }
+        state::RESPONDING => {
+            emit_request(c, sk, end::PEER_CLOSE);
+            let gap = now.saturating_sub(c.last_byte_ns);
+            if gap >= IDLE_GAP_NS {
+                emit_close(c, sk, close::IDLE, how_, 0, gap);
+            }
+        }
+        _ => emit_close(c, sk, close::IDLE, how_, 0, now.saturating_sub(c.start_ns)),
+    }
+    let _ = CONNS.remove(&sk);
+}
+
+#[tracepoint]
+pub fn sock_send(ctx: TracePointContext) -> u32 {
+    let id = pid_tgid();
+    if !traced(id) {
+        return 0;
+    }
+    let Some((sk, family, ret)) = io_args(&ctx) else { return 0 };
+    let now = now_ns();
+    let Some(c) = CONNS.get_ptr_mut(&sk) else {
+        if ret <= 0 {
+            return 0;
+        }
+        // First send on a socket: follow it if this process connect()ed its fd.
+        let Some(&fd) = (unsafe { FD_CALL.get(&id) }) else { return 0 };
+        let key = fd_key(id, fd);
+        if unsafe { CONNECTED_FD.get(&key) }.is_none() {
+            return 0;
+        }
+        let _ = CONNECTED_FD.remove(&key);
+        let c = Conn {
+            hdr: header(kind::REQUEST, id),
+            start_ns: now,
+            first_byte_ns: 0,
+            last_byte_ns: 0,
+            idle_before_ns: 0,
+            bytes_sent: ret as u32,
+            bytes_recv: 0,
+            seq: 1,
+            fd,
+            family,
+            state: state::REQUEST_SENT,
+            _pad: [0; 5],
+        };
+        if CONNS.insert(&sk, &c, 0).is_err() || SK_BY_FD.insert(&key, &sk, 0).is_err() {
+            count(counters::CONN_MAP_FULL);
+        }
+        return 0;
+    };
+    let c = unsafe { &mut *c };
+    if ret < 0 {
+        if ret == -EPIPE || ret == -ECONNRESET {
+            peer_closed(c, sk, how::SEND_FAILED);
+        }
+        return 0;
+    }
+    match c.state {
+        state::REQUEST_SENT => c.bytes_sent = c.bytes_sent.wrapping_add(ret as u32),
+        st => {
+            // A new request on a kept-alive connection: the previous response is complete.
+            if st == state::RESPONDING {
+                emit_request(c, sk, end::NEXT_REQUEST);
+                c.idle_before_ns = now.saturating_sub(c.last_byte_ns);
+            } else {
+                c.idle_before_ns = now.saturating_sub(c.start_ns);
+            }
+            c.seq += 1;
+            c.start_ns = now;
+            c.first_byte_ns = 0;
+            c.last_byte_ns = 0;
+            c.bytes_sent = ret as u32;
+            c.bytes_recv = 0;
+            c.state = state::REQUEST_SENT;
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sock_recv(ctx: TracePointContext) -> u32 {
+    let id = pid_tgid();
+    if !traced(id) {
+        return 0;
+    }
+    let Some((sk, _family, ret)) = io_args(&ctx) else { return 0 };
+    let Some(c) = CONNS.get_ptr_mut(&sk) else { return 0 };
+    let c = unsafe { &mut *c };
+    if ret > 0 {
+        let flags: i32 = unsafe { ctx.read_at(SL_FLAGS) }.unwrap_or(0);
+        if flags & MSG_PEEK != 0 {
+            return 0;
+        }
+        let now = now_ns();
+        if c.state == state::REQUEST_SENT {
+            c.state = state::RESPONDING;
+            c.first_byte_ns = now;
+        }
+        if c.state == state::RESPONDING {
+            c.last_byte_ns = now;
+            c.bytes_recv = c.bytes_recv.wrapping_add(ret as u32);
+        }
+    } else if ret == 0 {
+        peer_closed(c, sk, how::EOF);
+    } else if ret == -ECONNRESET {
+        peer_closed(c, sk, how::RESET);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn close_enter(ctx: TracePointContext) -> u32 {
+    let id = pid_tgid();
+    if !traced(id) {
+        return 0;
+    }
+    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
+    let key = fd_key(id, fd);
+    let _ = CONNECTED_FD.remove(&key);
+    let Some(&sk) = (unsafe { SK_BY_FD.get(&key) }) else { return 0 };
+    let _ = SK_BY_FD.remove(&key);
+    let Some(c) = CONNS.get_ptr(&sk) else { return 0 };
+    let c = unsafe { &*c };
+    match c.state {
+        state::REQUEST_SENT => {
+            emit_close(c, sk, close::PROXY_ABORT, how::LOCAL, now_ns().saturating_sub(c.start_ns), c.idle_before_ns)
+        }
+        state::RESPONDING => emit_request(c, sk, end::LOCAL_CLOSE),
+        _ => {}
+    }
+    let _ = CONNS.remove(&sk);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_destroy(ctx: TracePointContext) -> u32 {
+    let sk: u64 = unsafe { ctx.read_at(8) }.unwrap_or(0);
+    let _ = CONNS.remove(&sk);
+    0
+}
