@@ -27,7 +27,7 @@ fn overflow_run(name: &str, host: &str, n: u32, app_sleep: f64, location_extra: 
     let bind = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let gunicorn =
         Gunicorn::start(&GunicornOpts { bind: bind.clone(), backlog: 8, app_sleep, ..Default::default() }).expect("gunicorn starts");
-    let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &bind, location_extra, workers: 1 }).expect("nginx starts");
+    let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &bind, location_extra, ..Default::default() }).expect("nginx starts");
     let pid = nginx.master_pid().to_string();
     let tracer = Tracer::watch(TRACER, &["--pid", &pid, "--connections", "--interval", "1s"]).expect("tracer attaches");
     let before = tcpext();
@@ -136,7 +136,7 @@ fn refused_tcp_connects_equal_nginx_502s() {
     require_root();
     let scratch = Scratch::new("tcp-refused");
     let target = format!("127.0.0.1:{}", free_port()); // nothing listens there
-    let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &target, location_extra: "", workers: 1 }).unwrap();
+    let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &target, ..Default::default() }).unwrap();
     let pid = nginx.master_pid().to_string();
     let tracer = Tracer::watch(TRACER, &["--pid", &pid]).unwrap();
     ab(&nginx.url(), 20, 5).unwrap();

@@ -11,7 +11,7 @@ const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
 /// nginx in front of a unix socket at `sock`, traced by pid (master + workers).
 fn nginx_for(scratch: &Scratch, sock: &std::path::Path) -> Nginx {
     let upstream = format!("unix:{}:", sock.display());
-    Nginx::start(scratch, &NginxOpts { upstream: &upstream, location_extra: "", workers: 1 }).expect("nginx starts")
+    Nginx::start(scratch, &NginxOpts { upstream: &upstream, ..Default::default() }).expect("nginx starts")
 }
 
 fn trace(nginx: &Nginx) -> Tracer {

@@ -9,7 +9,7 @@ const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
 
 fn unix_nginx(scratch: &Scratch, sock: &std::path::Path, extra: &str) -> Nginx {
     let upstream = format!("unix:{}:", sock.display());
-    Nginx::start(scratch, &NginxOpts { upstream: &upstream, location_extra: extra, workers: 1 }).expect("nginx starts")
+    Nginx::start(scratch, &NginxOpts { upstream: &upstream, location_extra: extra, ..Default::default() }).expect("nginx starts")
 }
 
 fn trace(nginx: &Nginx) -> Tracer {
@@ -150,4 +150,64 @@ fn time_to_first_byte_matches_upstream_header_time() {
     assert_eq!(nginx_ms.len(), 1000);
     assert!((p50 - n50).abs() <= 2.0, "p50 {p50} vs $upstream_header_time {n50}");
     assert!((p99 - n99).abs() <= 2.0, "p99 {p99} vs $upstream_header_time {n99}");
+}
+
+/// A POST through nginx on its own connection; returns the status code.
+fn post(port: u16) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn keepalive_races_are_classified_with_the_idle_time() {
+    require_root();
+    let _serial = exclusive(); // the race window is ~0.1 ms: keep the machine quiet
+    const IDLE: f64 = 1.0;
+    let scratch = Scratch::new("kalive");
+    let port = free_port();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(repo_root().join("tests/apps/keepalive_server.py")).arg(port.to_string()).arg(IDLE.to_string());
+    let _server = Proc::spawn("keepalive_server", &mut cmd).unwrap();
+    wait_for("keep-alive upstream", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).unwrap();
+    let http_extra = format!("upstream ka {{ server 127.0.0.1:{port}; keepalive 4; }}");
+    let nginx = Nginx::start(
+        &scratch,
+        &NginxOpts {
+            upstream: "ka",
+            location_extra: "proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;",
+            http_extra: &http_extra,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let tracer = trace(&nginx);
+    // Each POST reuses nginx's idle upstream connection, aimed at the instant the upstream
+    // closes it (IDLE after the previous response), swept over ±1.5 ms around that instant.
+    let mut statuses = std::collections::BTreeMap::new();
+    assert_eq!(post(nginx.port), 200);
+    for i in 0..30 {
+        let offset_us = -1500.0 + 100.0 * i as f64;
+        std::thread::sleep(Duration::from_secs_f64(IDLE + offset_us / 1e6));
+        *statuses.entry(post(nginx.port)).or_insert(0u64) += 1;
+    }
+    std::thread::sleep(Duration::from_secs_f64(IDLE + 0.3)); // one last idle close
+    let records = tracer.stop().unwrap();
+    let races = closes(&records, "keepalive_race");
+    let n502 = nginx.count_status(502);
+    let t = records.iter().find(|r| r["type"] == "target" && r["final"] == true && r["requests"].is_object()).expect("target");
+    eprintln!("client statuses {statuses:?}; nginx 502s {n502}; races {}: {races:?}; requests {}", races.len(), t["requests"]);
+    assert!(n502 > 0, "the sweep must hit the race at least once");
+    assert_eq!(races.len() as u64, n502, "every 502 is a keep-alive race");
+    for r in &races {
+        let idle = r["idle_before_ms"].as_f64().unwrap();
+        assert!((idle - IDLE * 1e3).abs() < 50.0, "reused after ~1 s idle: {r}");
+        assert!(r["seq"].as_u64().unwrap() >= 2, "on a reused connection: {r}");
+    }
+    assert_eq!(t["requests"]["premature_closes"], 0, "races are not premature closes");
+    assert!(t["requests"]["idle_closes"].as_u64().unwrap() > 0, "idle closes are seen and counted apart");
 }

@@ -241,6 +241,14 @@ pub struct NginxOpts<'a> {
     /// Extra directives inside `location / {}`.
     pub location_extra: &'a str,
     pub workers: u32,
+    /// Extra directives at `http {}` level (e.g. an `upstream {}` block).
+    pub http_extra: &'a str,
+}
+
+impl Default for NginxOpts<'_> {
+    fn default() -> Self {
+        NginxOpts { upstream: "", location_extra: "", workers: 1, http_extra: "" }
+    }
 }
 
 impl Nginx {
@@ -262,6 +270,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
+    {http_extra}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{
@@ -273,7 +282,8 @@ http {{
 "#,
             workers = o.workers,
             upstream = o.upstream,
-            extra = o.location_extra
+            extra = o.location_extra,
+            http_extra = o.http_extra
         );
         let conf_path = scratch.path("nginx.conf");
         std::fs::write(&conf_path, conf)?;

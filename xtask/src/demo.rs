@@ -52,7 +52,7 @@ pub fn run(requests: u32) -> Result<()> {
     let gunicorn = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), backlog: 16, ..Default::default() })?;
     check_interrupt()?;
     let upstream = format!("unix:{}:", sock.display());
-    let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &upstream, location_extra: "", workers: 1 })?;
+    let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &upstream, ..Default::default() })?;
     eprintln!("demo: nginx (master pid {}) on {} → unix:{}", nginx.master_pid(), nginx.url(), sock.display());
     check_interrupt()?;
 
