@@ -61,6 +61,7 @@ fn sigkilled_gunicorn_workers_are_premature_closes_with_the_killer() {
         assert!(workers.contains(&(w["pid"].as_u64().unwrap() as u32)), "a killed worker: {c}");
         assert_eq!(w["signal_name"], "SIGKILL", "{c}");
         assert_eq!(w["sender_pid"], std::process::id(), "sent by this test: {c}");
+        assert_eq!(w["cause"], "killed", "{c}");
         assert!(c["request_age_ms"].as_f64().unwrap() >= 900.0, "{c}");
     }
 }
@@ -84,6 +85,7 @@ fn uwsgi_harakiri_is_a_premature_close_killed_by_the_uwsgi_master() {
     let w = &cut[0]["worker"];
     assert_eq!(w["signal_name"], "SIGKILL", "{w}");
     assert_eq!(w["sender_pid"], u.proc.pid(), "killed by the uwsgi master (harakiri): {w}");
+    assert_eq!(w["cause"], "killed_by_master", "{w}");
     let age = cut[0]["request_age_ms"].as_f64().unwrap();
     // uwsgi checks harakiri deadlines once a second: it fires between ~1 and 3 s after 2 s were
     // armed (measured: 1.6 s after the request was sent).
@@ -210,4 +212,59 @@ fn keepalive_races_are_classified_with_the_idle_time() {
     }
     assert_eq!(t["requests"]["premature_closes"], 0, "races are not premature closes");
     assert!(t["requests"]["idle_closes"].as_u64().unwrap() > 0, "idle closes are seen and counted apart");
+}
+
+#[test]
+fn uwsgi_max_requests_recycling_is_blamed_for_its_502s() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = Scratch::new("recycle");
+    let sock = scratch.path("uwsgi.sock");
+    // HTTP/1.1 keep-alive upstream whose workers exit after 5 requests each.
+    let mut cmd = std::process::Command::new(find_program("uwsgi").unwrap());
+    cmd.args(["--master", "--processes", "2", "--http11-socket"])
+        .arg(&sock)
+        .args(["--chmod-socket=666", "--wsgi-file"])
+        .arg(repo_root().join("tests/apps/slow_app.py"))
+        .args(["--callable", "app", "--die-on-term", "--disable-logging", "--max-requests", "5", "--min-worker-lifetime", "1"])
+        .env("APP_SLEEP", "0.005")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let u = Proc::spawn("uwsgi", &mut cmd).unwrap();
+    wait_for("uwsgi workers", Duration::from_secs(20), || sock.exists() && children_of(u.pid()).len() == 2).unwrap();
+    let http_extra = format!("upstream rec {{ server unix:{}; keepalive 8; }}", sock.display());
+    let nginx = Nginx::start(
+        &scratch,
+        &NginxOpts {
+            upstream: "rec",
+            location_extra: "proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;",
+            http_extra: &http_extra,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let tracer = trace(&nginx);
+    // Bounded: 300 POSTs, 4 at a time, paced so workers live past --min-worker-lifetime.
+    let port = nginx.port;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..75 {
+                    post(port);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let records = tracer.stop().unwrap();
+    let n502 = nginx.count_status(502);
+    let cut: Vec<_> = records.iter().filter(|r| r["type"] == "upstream_close" && r["class"] != "proxy_abort").collect();
+    eprintln!("statuses {:?}; cut requests {}: {cut:?}", nginx.statuses(), cut.len());
+    assert_eq!(cut.len() as u64, n502, "every 502 is a cut request");
+    for c in &cut {
+        assert_eq!(c["worker"]["cause"], "exited", "blamed on a worker that exited without a fatal signal (recycling): {c}");
+    }
 }

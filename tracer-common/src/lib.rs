@@ -12,7 +12,7 @@ pub mod request;
 pub mod tcp;
 
 pub use connect::{ConnectEvent, ListenEvent};
-pub use request::{ConnCloseEvent, ExitEvent, RequestEvent, SignalEvent};
+pub use request::{ConnCloseEvent, ExitEvent, ForkEvent, RequestEvent, SignalEvent};
 pub use tcp::{AcceptEvent, ListenOverflowEvent, TcpAddrs, TcpConnectEvent};
 
 /// Length of a task's `comm` in the kernel (TASK_COMM_LEN).
@@ -38,6 +38,8 @@ pub mod kind {
     pub const SIGNAL: u32 = 8;
     /// A process exited, see [`crate::ExitEvent`].
     pub const EXIT: u32 = 9;
+    /// An app server's master forked a worker, see [`crate::ForkEvent`].
+    pub const FORK: u32 = 10;
 }
 
 /// Shared first part of every event.
@@ -71,4 +73,5 @@ mod pod {
     unsafe impl aya::Pod for crate::ConnCloseEvent {}
     unsafe impl aya::Pod for crate::SignalEvent {}
     unsafe impl aya::Pod for crate::ExitEvent {}
+    unsafe impl aya::Pod for crate::ForkEvent {}
 }

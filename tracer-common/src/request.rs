@@ -119,3 +119,15 @@ const _: () = assert!(core::mem::size_of::<SignalEvent>() == 40 + 8 + 16 + 8);
 pub struct ExitEvent {
     pub hdr: EventHeader,
 }
+
+/// An app server's master (a pid userspace put in `APP_MASTERS`) forked a worker
+/// (`sched:sched_process_fork`): keeps the worker list exact across recycling.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkEvent {
+    /// The parent (the master).
+    pub hdr: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 48);

@@ -3,7 +3,8 @@
 use std::mem::size_of;
 
 use tracer_common::{
-    kind, AcceptEvent, ConnCloseEvent, ConnectEvent, EventHeader, ExitEvent, ListenEvent, ListenOverflowEvent, RequestEvent,
+    kind, AcceptEvent, ConnCloseEvent, ConnectEvent, EventHeader, ExitEvent, ForkEvent, ListenEvent, ListenOverflowEvent,
+    RequestEvent,
     SignalEvent, TcpConnectEvent,
 };
 
@@ -30,6 +31,7 @@ pub enum Event {
     ConnClose(ConnCloseEvent),
     Signal(SignalEvent),
     Exit(ExitEvent),
+    Fork(ForkEvent),
 }
 
 fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
@@ -53,6 +55,7 @@ impl Event {
             kind::CONN_CLOSE => Ok(Event::ConnClose(read(bytes, "close event")?)),
             kind::SIGNAL => Ok(Event::Signal(read(bytes, "signal event")?)),
             kind::EXIT => Ok(Event::Exit(read(bytes, "exit event")?)),
+            kind::FORK => Ok(Event::Fork(read(bytes, "fork event")?)),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -68,6 +71,7 @@ impl Event {
             Event::ConnClose(e) => &e.hdr,
             Event::Signal(e) => &e.hdr,
             Event::Exit(e) => &e.hdr,
+            Event::Fork(e) => &e.hdr,
         }
     }
 }

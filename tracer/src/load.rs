@@ -57,6 +57,7 @@ pub const REQUEST_PROBES: &[ProbeSpec] = &[
     ProbeSpec { program: "tcp_destroy", category: "tcp", name: "tcp_destroy_sock", feature: "cleanup of vanished TCP connections", required: false },
     ProbeSpec { program: "signal_generate", category: "signal", name: "signal_generate", feature: "who killed a worker (signals)", required: false },
     ProbeSpec { program: "process_exit", category: "sched", name: "sched_process_exit", feature: "worker exits", required: false },
+    ProbeSpec { program: "process_fork", category: "sched", name: "sched_process_fork", feature: "workers forked by app-server masters", required: false },
 ];
 
 /// The numeric value of an enum symbol in a tracepoint's print format, e.g.

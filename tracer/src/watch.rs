@@ -80,6 +80,8 @@ struct Watch {
     workers_listed: HashMap<Target, u64>,
     /// Listener inode → owner (a /proc scan, done once per listener).
     owners: HashMap<u32, Option<listeners::Owner>>,
+    /// The kernel's set of app-server masters whose forks are reported.
+    app_masters: Option<aya::maps::HashMap<aya::maps::MapData, u32, u8>>,
 }
 
 /// How often a target's worker list (listener owner + its children) is refreshed at most.
@@ -117,9 +119,13 @@ impl Watch {
         let Ok(Some(l)) = listeners::listener_for(target) else { return };
         let owner = self.owners.entry(l.inode).or_insert_with(|| listeners::owner_of(l.inode)).clone();
         if let Some(o) = owner {
-            let mut pids = listeners::children(o.pid);
-            pids.push(o.pid);
-            self.requests.add_workers(target, pids);
+            if let Some(m) = self.app_masters.as_mut() {
+                if let Err(e) = m.insert(o.pid, 1, 0) {
+                    log::warn!("cannot follow forks of pid {}: {e}", o.pid);
+                }
+            }
+            let pids = listeners::children(o.pid);
+            self.requests.add_workers(target, o.pid, pids);
         }
     }
 
@@ -179,10 +185,12 @@ impl Watch {
                 s.target_pid as u32,
                 crate::events::comm_str(&s.target_comm),
                 s.sig,
+                s.code,
                 s.hdr.pid,
                 crate::events::comm(&s.hdr),
             ),
             Event::Exit(x) => self.requests.record_exit(x.hdr.ts_ns, x.hdr.pid, crate::events::comm(&x.hdr)),
+            Event::Fork(f) => self.requests.record_fork(f.hdr.pid, f.child_pid),
             Event::Accept(a) => {
                 let local = SocketAddr::new(crate::events::ip(a.peer_family, &a.local_addr), a.local_port);
                 self.tcp.record_accept(key_of(&local), local, a.wait_ns);
@@ -245,6 +253,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         requests: Requests::new(args.max_targets),
         workers_listed: HashMap::new(),
         owners: HashMap::new(),
+        app_masters: loaded.ebpf.take_map("APP_MASTERS").and_then(|m| aya::maps::HashMap::try_from(m).ok()),
     };
 
     let deadline = args.duration.map(|d| tokio::time::Instant::from_std(Instant::now() + d));

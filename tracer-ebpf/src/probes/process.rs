@@ -3,8 +3,12 @@
 //! (`sched:sched_process_exit`, whole thread group only). Not filtered by the process filter:
 //! the processes that matter are the upstream's workers and whoever kills them.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::{counters, kind, ExitEvent, SignalEvent};
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{counters, kind, ExitEvent, ForkEvent, SignalEvent};
 
 use crate::maps::{count, header, pid_tgid, EVENTS};
 
@@ -42,6 +46,24 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     }
     let ev = ExitEvent { hdr: header(kind::EXIT, pid_tgid()) };
     if EVENTS.output::<ExitEvent>(&ev, 0).is_err() {
+        count(counters::RINGBUF_FULL);
+    }
+    0
+}
+
+/// App-server masters (listener owners) whose forks userspace wants to hear about.
+#[map]
+static APP_MASTERS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+#[tracepoint]
+pub fn process_fork(ctx: TracePointContext) -> u32 {
+    let id = pid_tgid();
+    let parent = (id >> 32) as u32;
+    if unsafe { APP_MASTERS.get(&parent) }.is_none() {
+        return 0;
+    }
+    let ev = ForkEvent { hdr: header(kind::FORK, id), child_pid: unsafe { ctx.read_at::<i32>(20) }.unwrap_or(0) as u32, _pad: 0 };
+    if EVENTS.output::<ForkEvent>(&ev, 0).is_err() {
         count(counters::RINGBUF_FULL);
     }
     0

@@ -231,30 +231,31 @@ pub fn sock_send(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let c = unsafe { &mut *c };
-    if ret < 0 {
-        if ret == -EPIPE || ret == -ECONNRESET {
-            peer_closed(c, sk, how::SEND_FAILED);
-        }
-        return 0;
+    let failed = ret == -EPIPE || ret == -ECONNRESET;
+    if ret < 0 && !failed {
+        return 0; // EAGAIN and the like: nothing was sent, nothing changed
     }
-    match c.state {
-        state::REQUEST_SENT => c.bytes_sent = c.bytes_sent.wrapping_add(ret as u32),
-        st => {
-            // A new request on a kept-alive connection: the previous response is complete.
-            if st == state::RESPONDING {
-                emit_request(c, sk, end::NEXT_REQUEST);
-                c.idle_before_ns = now.saturating_sub(c.last_byte_ns);
-            } else {
-                c.idle_before_ns = now.saturating_sub(c.start_ns);
-            }
-            c.seq += 1;
-            c.start_ns = now;
-            c.first_byte_ns = 0;
-            c.last_byte_ns = 0;
-            c.bytes_sent = ret as u32;
-            c.bytes_recv = 0;
-            c.state = state::REQUEST_SENT;
+    if c.state == state::REQUEST_SENT {
+        c.bytes_sent = c.bytes_sent.wrapping_add(ret.max(0) as u32);
+    } else {
+        // A new request on a kept-alive connection (even one whose send fails: the proxy tried
+        // to reuse it): the previous response is complete.
+        if c.state == state::RESPONDING {
+            emit_request(c, sk, end::NEXT_REQUEST);
+            c.idle_before_ns = now.saturating_sub(c.last_byte_ns);
+        } else {
+            c.idle_before_ns = now.saturating_sub(c.start_ns);
         }
+        c.seq += 1;
+        c.start_ns = now;
+        c.first_byte_ns = 0;
+        c.last_byte_ns = 0;
+        c.bytes_sent = ret.max(0) as u32;
+        c.bytes_recv = 0;
+        c.state = state::REQUEST_SENT;
+    }
+    if failed {
+        peer_closed(c, sk, how::SEND_FAILED);
     }
     0
 }

@@ -169,6 +169,9 @@ pub struct WorkerDeath {
     pub sender_pid: Option<u32>,
     pub sender_comm: Option<String>,
     pub exited: bool,
+    /// "killed_by_master" (gunicorn timeout, uwsgi harakiri), "oom_kill", "killed" (another
+    /// process), "exited" (no fatal signal: max-requests recycling, reload), "unknown".
+    pub cause: &'static str,
 }
 
 pub fn signal_name(sig: i32) -> &'static str {
@@ -242,6 +245,7 @@ impl UpstreamClose {
                 sender_pid: d.signal.as_ref().map(|s| s.1),
                 sender_comm: d.signal.as_ref().map(|s| s.2.clone()),
                 exited: d.exited,
+                cause: d.cause.name(),
             }),
         }
     }

@@ -213,10 +213,13 @@ impl<W: Write> Output for Terminal<W> {
         );
         if let Some(w) = &r.worker {
             match (&w.signal_name, &w.sender_comm, w.sender_pid) {
-                (Some(sig), Some(by), Some(by_pid)) => {
-                    line.push_str(&format!(" — worker {} pid {} killed by {sig} from {by} pid {by_pid}", w.comm, w.pid))
-                }
-                _ => line.push_str(&format!(" — worker {} pid {} exited (no signal: recycled?)", w.comm, w.pid)),
+                (Some(sig), Some(by), Some(by_pid)) => line.push_str(&format!(
+                    " — worker {} pid {} got {sig} from {by} pid {by_pid} ({})",
+                    w.comm,
+                    w.pid,
+                    w.cause.replace('_', " ")
+                )),
+                _ => line.push_str(&format!(" — worker {} pid {} exited with no fatal signal (recycled or reloaded)", w.comm, w.pid)),
             }
         }
         writeln!(self.out, "{line}")?;
