@@ -175,11 +175,7 @@ impl Watch {
                 self.sample_tcp_listener(key, SocketAddr::new(ip, o.port));
             }
             Event::Request(r) => self.requests.record_request(&r),
-            Event::ConnClose(e) => {
-                if let Some(cut) = self.requests.record_close(&e, crate::events::comm(&e.hdr)) {
-                    self.out.upstream_close(&UpstreamClose::new(&cut, &self.tb))?;
-                }
-            }
+            Event::ConnClose(e) => self.requests.record_close(&e, crate::events::comm(&e.hdr)),
             Event::Signal(s) => self.requests.record_signal(
                 s.hdr.ts_ns,
                 s.target_pid as u32,
@@ -199,7 +195,17 @@ impl Watch {
         Ok(())
     }
 
+    /// Report cut requests that are explained or waited long enough (all of them at exit).
+    fn report_cut(&mut self, is_final: bool) -> io::Result<()> {
+        let now = (!is_final).then(Timebase::monotonic_now_ns);
+        for cut in self.requests.take_cut(now) {
+            self.out.upstream_close(&UpstreamClose::new(&cut, &self.tb))?;
+        }
+        Ok(())
+    }
+
     fn summary(&mut self, source: &Source, probes: &[load::ProbeStatus], is_final: bool) -> io::Result<()> {
+        self.report_cut(is_final)?;
         let tcp_of = |t: &crate::collector::TargetStats| match t.target {
             Target::Inet(a) => self.tcp.targets.get(&a),
             _ => None,
@@ -284,6 +290,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         for e in batch.drain(..) {
             w.handle(e)?;
         }
+        w.report_cut(false)?;
     }
     source.drain(|e| batch.push(e));
     for e in batch.drain(..) {

@@ -106,6 +106,9 @@ impl RequestStats {
 
 /// How far back a death may be to explain a cut request.
 const DEATH_WINDOW_NS: u64 = 5_000_000_000;
+/// How long a cut request waits for its worker's death to show up: a worker may close its
+/// connections first and exit a little later (uwsgi recycling does).
+pub const FORWARD_WINDOW_NS: u64 = 1_000_000_000;
 const MAX_DEATHS: usize = 4096;
 const MAX_CUT: usize = 10_000;
 
@@ -120,6 +123,10 @@ pub struct Requests {
     /// The listener's owner (the app server's master) per target.
     masters: HashMap<Target, u32>,
     deaths: VecDeque<Death>,
+    /// Cut requests waiting (≤ FORWARD_WINDOW_NS) for the death that explains them.
+    pending: Vec<CutRequest>,
+    /// Cut requests ready to report.
+    ready: Vec<CutRequest>,
     /// Cut requests, newest last (capped; `cut_dropped` counts the overflow).
     pub cut: VecDeque<CutRequest>,
     pub cut_dropped: u64,
@@ -135,6 +142,8 @@ impl Requests {
             workers: HashMap::new(),
             masters: HashMap::new(),
             deaths: VecDeque::new(),
+            pending: Vec::new(),
+            ready: Vec::new(),
             cut: VecDeque::new(),
             cut_dropped: 0,
             max_targets,
@@ -232,6 +241,51 @@ impl Requests {
             self.deaths.pop_front();
         }
         self.deaths.push_back(d);
+        self.explain_pending();
+    }
+
+    /// Tie waiting cut requests to a worker death that came after them.
+    fn explain_pending(&mut self) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let c = &self.pending[i];
+            let t = c.target.as_ref();
+            let found = t.and_then(|t| self.workers.get(t)).and_then(|workers| {
+                self.deaths
+                    .iter()
+                    .find(|d| d.ts_ns >= c.ts_ns && d.ts_ns - c.ts_ns <= FORWARD_WINDOW_NS && workers.contains(&d.pid))
+                    .cloned()
+            });
+            match found {
+                Some(mut d) => {
+                    d.classify(t.and_then(|t| self.masters.get(t)).copied());
+                    let mut c = self.pending.swap_remove(i);
+                    c.worker = Some(d);
+                    self.ready.push(c);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Cut requests to report now: explained ones, and those that waited long enough
+    /// (`now_ns` None: all of them, at exit). Oldest first.
+    pub fn take_cut(&mut self, now_ns: Option<u64>) -> Vec<CutRequest> {
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|c| now_ns.is_none_or(|now| now.saturating_sub(c.ts_ns) > FORWARD_WINDOW_NS));
+        self.pending = waiting;
+        let mut out = std::mem::take(&mut self.ready);
+        out.extend(expired);
+        out.sort_by_key(|c| c.ts_ns);
+        for c in &out {
+            if self.cut.len() >= MAX_CUT {
+                self.cut.pop_front();
+                self.cut_dropped += 1;
+            }
+            self.cut.push_back(c.clone());
+        }
+        out
     }
 
     /// The worker of `target` that died most recently before `ts_ns` (within the window).
@@ -249,26 +303,24 @@ impl Requests {
         Some(d)
     }
 
-    /// A connection closed; returns the cut request when it is one (not for idle closes).
-    pub fn record_close(&mut self, e: &ConnCloseEvent, comm: String) -> Option<CutRequest> {
+    /// A connection closed. A cut request (not an idle close) is queued for `take_cut`: at once
+    /// when its worker's death is already known, else after waiting for it.
+    pub fn record_close(&mut self, e: &ConnCloseEvent, comm: String) {
         let target = self.target_of(e.hdr.pid, e.fd).cloned();
         let s = self.stats(target.as_ref());
         *s.closes.entry(e.class).or_default() += 1;
         s.dirty = true;
         if e.class == close::IDLE {
-            return None;
+            return;
         }
-        let worker = match e.class {
-            close::PREMATURE | close::KEEPALIVE_RACE => self.killer(target.as_ref(), e.hdr.ts_ns),
-            _ => None,
-        };
+        let upstream_side = matches!(e.class, close::PREMATURE | close::KEEPALIVE_RACE);
+        let worker = if upstream_side { self.killer(target.as_ref(), e.hdr.ts_ns) } else { None };
         let cut = CutRequest { ts_ns: e.hdr.ts_ns, pid: e.hdr.pid, comm, target, ev: *e, worker };
-        if self.cut.len() >= MAX_CUT {
-            self.cut.pop_front();
-            self.cut_dropped += 1;
+        if upstream_side && cut.worker.is_none() {
+            self.pending.push(cut);
+        } else {
+            self.ready.push(cut);
         }
-        self.cut.push_back(cut.clone());
-        Some(cut)
     }
 }
 
@@ -324,12 +376,14 @@ mod tests {
         r.record_signal(1_000, 999, "other".into(), 9, 0, 1, "x".into()); // not a worker
         r.record_signal(2_000, 101, "gunicorn".into(), 9, 0, 55, "gunicorn".into());
         r.record_exit(2_500, 101, "gunicorn".into());
-        let cut = r.record_close(&close_ev(close::PREMATURE, 3_000), "nginx".into()).unwrap();
+        r.record_close(&close_ev(close::PREMATURE, 3_000), "nginx".into());
+        let cut = r.take_cut(Some(3_000)).pop().unwrap();
         let w = cut.worker.unwrap();
         assert_eq!((w.pid, w.exited), (101, true));
         assert_eq!(w.signal, Some((9, 55, "gunicorn".to_string())));
         assert_eq!(w.cause, Cause::KilledByMaster, "signalled by the listener's owner");
-        assert!(r.record_close(&close_ev(close::IDLE, 4_000), "nginx".into()).is_none(), "idle closes are not cuts");
+        r.record_close(&close_ev(close::IDLE, 4_000), "nginx".into());
+        assert!(r.take_cut(None).is_empty(), "idle closes are not cuts");
         assert_eq!(r.targets[&t].closes_of(close::IDLE), 1);
         assert_eq!(r.targets[&t].closes_of(close::PREMATURE), 1);
     }
@@ -341,11 +395,30 @@ mod tests {
         r.record_connect(10, 7, &t);
         r.add_workers(&t, 99, [100, 101]);
         r.record_exit(1_000, 100, "uwsgi".into());
-        let cut = r.record_close(&close_ev(close::KEEPALIVE_RACE, 2_000), "nginx".into()).unwrap();
-        let w = cut.worker.unwrap();
+        r.record_close(&close_ev(close::KEEPALIVE_RACE, 2_000), "nginx".into());
+        let w = r.take_cut(Some(2_000)).pop().unwrap().worker.unwrap();
         assert_eq!((w.signal, w.cause), (None, Cause::Exited));
         r.record_signal(3_000, 101, "uwsgi".into(), 9, 0x80, 7, "python".into());
-        let cut = r.record_close(&close_ev(close::PREMATURE, 4_000), "nginx".into()).unwrap();
-        assert_eq!(cut.worker.unwrap().cause, Cause::OomKill, "a kernel-generated SIGKILL");
+        r.record_close(&close_ev(close::PREMATURE, 4_000), "nginx".into());
+        assert_eq!(r.take_cut(Some(4_000)).pop().unwrap().worker.unwrap().cause, Cause::OomKill, "a kernel-generated SIGKILL");
+    }
+
+    #[test]
+    fn a_death_after_the_close_still_explains_it() {
+        let mut r = Requests::new(16);
+        let t = Target::UnixPath(b"/s".to_vec());
+        r.record_connect(10, 7, &t);
+        r.add_workers(&t, 99, []);
+        r.record_fork(99, 102); // a recycled worker, forked after the last listing
+        r.record_close(&close_ev(close::KEEPALIVE_RACE, 1_000), "nginx".into());
+        assert!(r.take_cut(Some(1_000)).is_empty(), "waits for the death");
+        r.record_exit(50_000_000, 102, "uwsgi".into());
+        let cut = r.take_cut(Some(50_000_000)).pop().expect("explained now");
+        assert_eq!(cut.worker.unwrap().cause, Cause::Exited);
+        // Long after any death: waits, then is reported unexplained.
+        r.record_close(&close_ev(close::PREMATURE, 6_000_000_000), "nginx".into());
+        assert!(r.take_cut(Some(6_500_000_000)).is_empty());
+        let unexplained = r.take_cut(Some(7_100_000_000)).pop().expect("reported after the window");
+        assert!(unexplained.worker.is_none());
     }
 }
