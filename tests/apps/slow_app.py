@@ -7,10 +7,15 @@ import time
 
 SLEEP = float(os.environ.get("APP_SLEEP", "0.5"))
 SPREAD = float(os.environ.get("APP_SLEEP_SPREAD", "0"))
+# Optional: after sleeping, hold each request until this file exists (tests use it to make a
+# burst's outcome independent of how fast the machine delivers it).
+GATE = os.environ.get("APP_GATE")
 
 
 def app(environ, start_response):
     time.sleep(SLEEP + random.uniform(0, SPREAD))
+    while GATE and not os.path.exists(GATE):
+        time.sleep(0.01)
     body = b"ok\n"
     # The upstream connection's client port, so tests can join nginx's log line
     # ($upstream_http_x_remote_port) to the tracer's record of that TCP connection.

@@ -141,11 +141,13 @@ pub struct GunicornOpts {
     pub umask: u32,
     /// Random extra sleep of up to this many seconds per request.
     pub app_sleep_spread: f64,
+    /// Hold every request (after its sleep) until this file exists.
+    pub gate: Option<PathBuf>,
 }
 
 impl Default for GunicornOpts {
     fn default() -> Self {
-        GunicornOpts { bind: String::new(), backlog: 16, workers: 1, app_sleep: 0.5, umask: 0, app_sleep_spread: 0.0 }
+        GunicornOpts { bind: String::new(), backlog: 16, workers: 1, app_sleep: 0.5, umask: 0, app_sleep_spread: 0.0, gate: None }
     }
 }
 
@@ -166,6 +168,7 @@ impl Gunicorn {
             .arg("slow_app:app")
             .env("APP_SLEEP", o.app_sleep.to_string())
             .env("APP_SLEEP_SPREAD", o.app_sleep_spread.to_string())
+            .envs(o.gate.iter().map(|g| ("APP_GATE", g.as_os_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let proc = Proc::spawn("gunicorn", &mut cmd)?;
@@ -176,7 +179,13 @@ impl Gunicorn {
             None => TcpStream::connect(&bind).is_ok(),
         })?;
         // The probe connection above costs the app one request: let it finish.
-        std::thread::sleep(Duration::from_secs_f64(o.app_sleep + 0.2));
+        if let Some(g) = &o.gate {
+            std::fs::write(g, b"")?;
+            std::thread::sleep(Duration::from_secs_f64(o.app_sleep + 0.2));
+            std::fs::remove_file(g)?;
+        } else {
+            std::thread::sleep(Duration::from_secs_f64(o.app_sleep + 0.2));
+        }
         Ok(g)
     }
 
@@ -365,6 +374,31 @@ pub fn ab(url: &str, n: u32, c: u32) -> Result<String> {
         bail!("ab failed: {}\n{}", String::from_utf8_lossy(&out.stderr), text);
     }
     Ok(text)
+}
+
+/// `n` GET requests on `n` connections opened at the same instant (a barrier), unlike `ab`, which
+/// holds back the rest of its concurrency until its first response arrives. Returns status → count.
+pub fn burst(port: u16, n: usize) -> BTreeMap<u16, u64> {
+    use std::io::Write;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+                s.write_all(b"GET / HTTP/1.0\r\nHost: t\r\n\r\n").ok()?;
+                let text = read_all(s);
+                text.split(' ').nth(1)?.parse::<u16>().ok()
+            })
+        })
+        .collect();
+    let mut m = BTreeMap::new();
+    for t in threads {
+        *m.entry(t.join().unwrap_or(None).unwrap_or(0)).or_default() += 1;
+    }
+    m
 }
 
 /// `tracer watch --json` as a child process.

@@ -2,6 +2,7 @@
 //! `setup` installs what a fresh machine lacks (idempotent); `demo` and `test` run it first, so
 //! the README's two commands work from nothing.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -24,6 +25,12 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         requests: u32,
     },
+    /// Set up, then measure tracing overhead, event throughput, kernel time and memory
+    /// (writes BENCHMARKS.md; `--smoke`: a few seconds of each, to check the bench works).
+    Bench {
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Set up, then run every test (unit and root-only end-to-end) of the default members
     /// (the eBPF crate is built for the BPF target by tracer/build.rs, not tested on the host).
     Test {
@@ -39,6 +46,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo { requests } => {
             setup::run()?;
             demo::run(requests)
+        }
+        Cmd::Bench { smoke } => {
+            setup::run()?;
+            bench::run(smoke)
         }
         Cmd::Test { args } => {
             setup::run()?;

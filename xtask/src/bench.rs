@@ -1,0 +1,145 @@
+//! `cargo xtask bench [--smoke]`: what tracing costs, measured on this machine — request
+//! overhead through a real nginx next to a bpftrace peer, event throughput and loss, kernel time
+//! per program, memory per connection count. Prints a markdown report and writes BENCHMARKS.md
+//! (`--smoke`: a few seconds of everything, written to target/ so CI leaves the tree clean; it
+//! checks that the bench works, never how fast anything is).
+
+mod events;
+mod kcost;
+mod load;
+mod memory;
+mod overhead;
+mod report;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+/// Durations and sizes of one bench run.
+pub struct Plan {
+    pub smoke: bool,
+    /// Seconds per wrk run (phase 1) and per load run (phases 2 and 3).
+    pub run_secs: f64,
+    /// Interleaved repetitions of (untraced, tracer, bpftrace) per configuration.
+    pub reps: usize,
+    pub warmup_secs: f64,
+    /// (ring buffer KiB, offered turns/s; None = as fast as possible) per throughput cell.
+    pub throughput_cells: Vec<(u32, Option<u64>)>,
+    /// Client/echo thread pairs of the synthetic load.
+    pub pairs: usize,
+    pub conn_levels: Vec<usize>,
+}
+
+impl Plan {
+    fn new(smoke: bool) -> Plan {
+        if smoke {
+            return Plan {
+                smoke,
+                run_secs: 1.0,
+                reps: 1,
+                warmup_secs: 0.0,
+                throughput_cells: vec![(16, None), (4096, None)],
+                pairs: 2,
+                conn_levels: vec![1_000],
+            };
+        }
+        let mut cells = Vec::new();
+        for kib in [16, 256, 4096] {
+            for rate in [Some(50_000), Some(150_000), None] {
+                cells.push((kib, rate));
+            }
+        }
+        Plan {
+            smoke,
+            run_secs: 5.0,
+            reps: 3,
+            warmup_secs: 2.0,
+            throughput_cells: cells,
+            pairs: 2,
+            conn_levels: vec![1_000, 10_000, 100_000],
+        }
+    }
+}
+
+/// What every phase needs.
+pub struct Ctx {
+    pub tracer: PathBuf,
+    pub started: Instant,
+}
+
+impl Ctx {
+    /// A progress line on stderr, stamped with the time since the bench started.
+    pub fn progress(&self, msg: impl AsRef<str>) {
+        eprintln!("bench [{:>5.1}s] {}", self.started.elapsed().as_secs_f64(), msg.as_ref());
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Called between runs: Ctrl-C unwinds through the guards, which stop every child.
+pub fn check_interrupt() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: stopping everything the bench started");
+    }
+    Ok(())
+}
+
+pub fn sleep(secs: f64) {
+    std::thread::sleep(Duration::from_secs_f64(secs));
+}
+
+pub fn run(smoke: bool) -> Result<()> {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    let ctx = Ctx { tracer: tracer_e2e::repo_root().join("target/release/tracer"), started: Instant::now() };
+    ctx.progress("building the tracer (release)…");
+    if !Command::new(env!("CARGO")).args(["build", "--release", "-p", "tracer"]).status()?.success() {
+        bail!("building the tracer failed");
+    }
+    let plan = Plan::new(smoke);
+    let mut r = report::Report::new(&plan);
+
+    ctx.progress("phase 1/4: request overhead (wrk → nginx → gunicorn; untraced, tracer, bpftrace interleaved)");
+    r.overhead = overhead::run(&ctx, &plan)?;
+    ctx.progress("phase 2/4: event throughput (synthetic loopback ping-pong)");
+    r.throughput = events::run(&ctx, &plan)?;
+    ctx.progress("phase 3/4: kernel time per program (kernel.bpf_stats_enabled=1)");
+    r.kcost = kcost::run(&ctx, &plan)?;
+    ctx.progress("phase 4/4: memory at 1 k … 100 k connections");
+    r.memory = memory::run(&ctx, &plan)?;
+
+    r.elapsed = ctx.started.elapsed();
+    let md = r.markdown();
+    println!("{md}");
+    let path = if smoke {
+        tracer_e2e::repo_root().join("target/BENCHMARKS-smoke.md")
+    } else {
+        tracer_e2e::repo_root().join("BENCHMARKS.md")
+    };
+    std::fs::write(&path, &md)?;
+    ctx.progress(format!("done in {:.0} s; wrote {}", r.elapsed.as_secs_f64(), path.display()));
+    Ok(())
+}
+
+/// Median of a non-empty slice (NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}

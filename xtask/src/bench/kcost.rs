@@ -1,0 +1,59 @@
+//! Phase 3: kernel time per run of each program, from the kernel's own accounting
+//! (`kernel.bpf_stats_enabled=1`, `bpftool prog show`: run_time_ns / run_cnt), under three
+//! workloads: nginx over TCP without keep-alive (connect, TCP state, close paths), nginx over a
+//! unix socket with keep-alive (send/recv paths), and the synthetic ping-pong (every call
+//! followed). Timing is only on during this phase: it costs two clock reads per run.
+//!
+//! A program runs for every process that hits its tracepoint and returns early for the ones the
+//! filter rejects, so an average mixes full runs with early exits, as it does in production.
+
+use anyhow::Result;
+use tracer_e2e::Scratch;
+
+use super::load::{self, CLIENT_COMM};
+use super::overhead::{Config, Stack};
+use super::tools::{self, BpfStats, TracerRun};
+use super::{check_interrupt, Ctx, Plan};
+
+pub struct Workload {
+    pub name: String,
+    /// (program, runs, total ns).
+    pub progs: Vec<(String, u64, u64)>,
+    pub secs: f64,
+}
+
+pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<Workload>> {
+    let _stats = BpfStats::enable()?;
+    let mut out = Vec::new();
+    for config in [Config { unix: false, keepalive: false }, Config { unix: true, keepalive: true }] {
+        check_interrupt()?;
+        let stack = Stack::start(config)?;
+        let t = TracerRun::start(&ctx.tracer, &["--comm", "nginx"], stack.scratch.path("tracer.jsonl"))?;
+        tools::wrk(&stack.nginx.url(), plan.run_secs, 2, 32)?;
+        out.push(measure(ctx, format!("nginx, {}", config.label()), t, plan.run_secs)?);
+    }
+    check_interrupt()?;
+    let scratch = Scratch::new("bench-kcost");
+    let t = TracerRun::start(&ctx.tracer, &["--comm", CLIENT_COMM], scratch.path("tracer.jsonl"))?;
+    let secs = std::time::Duration::from_secs_f64(plan.run_secs.max(1.0));
+    let load = load::ping_pong(&scratch.path("pingpong.sock"), plan.pairs, secs, None);
+    out.push(measure(ctx, "synthetic ping-pong".into(), t, secs.as_secs_f64())?);
+    load?;
+    Ok(out)
+}
+
+/// Read the programs' counters while the tracer still holds them, then stop it.
+fn measure(ctx: &Ctx, name: String, t: TracerRun, secs: f64) -> Result<Workload> {
+    let (ids, _) = tools::bpf_ids(t.pid());
+    let progs = tools::prog_stats(&ids);
+    t.stop()?;
+    let mut progs = progs?;
+    progs.sort_by(|a, b| b.1.cmp(&a.1));
+    let hot: Vec<String> = progs
+        .iter()
+        .take(4)
+        .map(|(n, runs, ns)| format!("{n} {:.0} ns × {runs}", *ns as f64 / (*runs).max(1) as f64))
+        .collect();
+    ctx.progress(format!("  {name}: {}", hot.join(", ")));
+    Ok(Workload { name, progs, secs })
+}
