@@ -252,11 +252,15 @@ pub struct NginxOpts<'a> {
     pub workers: u32,
     /// Extra directives at `http {}` level (e.g. an `upstream {}` block).
     pub http_extra: &'a str,
+    /// Extra directives inside `server {}` (e.g. more `location` blocks).
+    pub server_extra: &'a str,
+    /// `access_log off` instead of the log file.
+    pub no_access_log: bool,
 }
 
 impl Default for NginxOpts<'_> {
     fn default() -> Self {
-        NginxOpts { upstream: "", location_extra: "", workers: 1, http_extra: "" }
+        NginxOpts { upstream: "", location_extra: "", workers: 1, http_extra: "", server_extra: "", no_access_log: false }
     }
 }
 
@@ -273,7 +277,7 @@ error_log {d}/error.log error;
 events {{ worker_connections 4096; }}
 http {{
     log_format tracer '$status $request_time "$upstream_addr" "$upstream_status" "$request" $upstream_header_time $pid $upstream_connect_time $upstream_http_x_remote_port';
-    access_log {d}/access.log tracer;
+    {access_log};
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -282,6 +286,7 @@ http {{
     {http_extra}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        {server_extra}
         location / {{
             proxy_pass http://{upstream};
             {extra}
@@ -292,7 +297,9 @@ http {{
             workers = o.workers,
             upstream = o.upstream,
             extra = o.location_extra,
-            http_extra = o.http_extra
+            http_extra = o.http_extra,
+            server_extra = o.server_extra,
+            access_log = if o.no_access_log { "access_log off".to_string() } else { format!("access_log {d}/access.log tracer") },
         );
         let conf_path = scratch.path("nginx.conf");
         std::fs::write(&conf_path, conf)?;
@@ -313,6 +320,19 @@ http {{
 
     pub fn worker_pids(&self) -> Vec<u32> {
         children_of(self.master_pid())
+    }
+
+    /// (status, request path) of every access-log line.
+    pub fn requests(&self) -> Vec<(u16, String)> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let status = l.split(' ').next()?.parse().ok()?;
+                let path = l.split('"').nth(5)?.split(' ').nth(1)?.to_string();
+                Some((status, path))
+            })
+            .collect()
     }
 
     /// Status code → count, from the access log (ground truth for what clients got).
@@ -379,16 +399,23 @@ pub fn ab(url: &str, n: u32, c: u32) -> Result<String> {
 /// `n` GET requests on `n` connections opened at the same instant (a barrier), unlike `ab`, which
 /// holds back the rest of its concurrency until its first response arrives. Returns status → count.
 pub fn burst(port: u16, n: usize) -> BTreeMap<u16, u64> {
+    burst_path(port, "/", n)
+}
+
+/// `burst` to one path.
+pub fn burst_path(port: u16, path: &str, n: usize) -> BTreeMap<u16, u64> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n");
     use std::io::Write;
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
     let threads: Vec<_> = (0..n)
         .map(|_| {
             let b = barrier.clone();
+            let request = request.clone();
             std::thread::spawn(move || {
                 b.wait();
                 let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
                 s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-                s.write_all(b"GET / HTTP/1.0\r\nHost: t\r\n\r\n").ok()?;
+                s.write_all(request.as_bytes()).ok()?;
                 let text = read_all(s);
                 text.split(' ').nth(1)?.parse::<u16>().ok()
             })
@@ -411,8 +438,15 @@ pub struct Tracer {
 impl Tracer {
     /// Start `tracer watch --json ARGS` and wait until its programs are attached.
     pub fn watch(bin: &str, args: &[&str]) -> Result<Tracer> {
+        let mut all = vec!["watch", "--json"];
+        all.extend_from_slice(args);
+        Tracer::start(bin, &all)
+    }
+
+    /// Start `tracer ARGS` (any subcommand) and wait until its programs are attached.
+    pub fn start(bin: &str, args: &[&str]) -> Result<Tracer> {
         let mut cmd = Command::new(bin);
-        cmd.arg("watch").arg("--json").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut proc = Proc::spawn("tracer", &mut cmd)?;
         let (tx, rx) = mpsc::channel();
         let out = proc.child.stdout.take().expect("piped");

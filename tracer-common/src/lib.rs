@@ -12,7 +12,7 @@ pub mod request;
 pub mod tcp;
 
 pub use connect::{ConnectEvent, ListenEvent};
-pub use request::{ConnCloseEvent, ExitEvent, ForkEvent, RequestEvent, SignalEvent};
+pub use request::{ConnCloseEvent, ExitEvent, ForkEvent, RequestEvent, SignalEvent, StatusEvent};
 pub use tcp::{AcceptEvent, ListenOverflowEvent, TcpAddrs, TcpConnectEvent};
 
 /// Length of a task's `comm` in the kernel (TASK_COMM_LEN).
@@ -40,6 +40,8 @@ pub mod kind {
     pub const EXIT: u32 = 9;
     /// An app server's master forked a worker, see [`crate::ForkEvent`].
     pub const FORK: u32 = 10;
+    /// The proxy wrote a 5xx status line, see [`crate::StatusEvent`].
+    pub const STATUS: u32 = 11;
 }
 
 /// Shared first part of every event.
@@ -74,4 +76,5 @@ mod pod {
     unsafe impl aya::Pod for crate::SignalEvent {}
     unsafe impl aya::Pod for crate::ExitEvent {}
     unsafe impl aya::Pod for crate::ForkEvent {}
+    unsafe impl aya::Pod for crate::StatusEvent {}
 }

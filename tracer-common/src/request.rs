@@ -131,3 +131,15 @@ pub struct ForkEvent {
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 48);
+
+/// The proxy wrote an HTTP/1.x status line ≥ 500 on a socket (`HTTP/1.1 502 …` at the start of a
+/// write/writev/send buffer): the 5xx its client received, seen without reading its logs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub status: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<StatusEvent>() == 48);

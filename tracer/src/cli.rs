@@ -1,5 +1,6 @@
 //! Command-line flags. Raw flags are turned into validated options before anything is loaded.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -20,17 +21,32 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print every failed connect() and a running summary per upstream target.
+    /// Print every failed connect / cut request as it happens and a running summary per upstream.
     #[command(after_help = "EXAMPLES:
-    tracer watch                          # nginx's failed upstream connects, until Ctrl-C
+    tracer watch                          # nginx's upstream failures, until Ctrl-C
     tracer watch --duration 30s --json    # 30 s of JSON lines (schema in README)
     tracer watch --pid 1234               # nginx master 1234 and its workers
     tracer watch --comm '*'               # every process on the host")]
     Watch(WatchArgs),
+    /// Trace for a while, then tie every 502/504 to its cause: one verdict per root cause, the
+    /// proof, and the fix.
+    #[command(after_help = "EXAMPLES:
+    tracer diagnose --duration 30s
+    tracer diagnose --duration 2m --html /tmp/report.html
+    tracer diagnose --json --error-log /var/log/nginx/error.log")]
+    Diagnose(DiagnoseArgs),
+    /// Like diagnose, and also write everything seen to FILE for `tracer report FILE` later.
+    #[command(after_help = "EXAMPLES:
+    tracer record -o incident.rec --duration 10m
+    tracer report incident.rec --html incident.html")]
+    Record(RecordArgs),
+    /// The verdict report of a recording (offline, no root needed).
+    Report(ReportArgs),
 }
 
+/// Which processes to trace and for how long (shared by watch, diagnose, record).
 #[derive(Args, Debug, Clone)]
-pub struct WatchArgs {
+pub struct TraceArgs {
     /// Trace only this process and its children at start (repeatable).
     #[arg(long, short = 'p', value_name = "PID")]
     pub pid: Vec<u32>,
@@ -39,10 +55,22 @@ pub struct WatchArgs {
     pub comm: String,
     /// Trace only processes in this cgroup (v2 directory, e.g. /sys/fs/cgroup/unified/system.slice/nginx.service).
     #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<std::path::PathBuf>,
+    pub cgroup: Option<PathBuf>,
     /// Stop after this long (e.g. 30s, 2m, 500ms); default: until Ctrl-C.
     #[arg(long, short = 'd', value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
+    /// Ring buffer size in KiB (a power of two, at least 4 pages).
+    #[arg(long, default_value_t = 4096, value_parser = parse_ringbuf_kib, value_name = "KIB")]
+    pub ringbuf_kib: u32,
+    /// Most upstream targets itemised; connects to more are counted as untracked.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_targets: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
     /// How often to print the running summary.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Duration,
@@ -52,12 +80,62 @@ pub struct WatchArgs {
     /// Report every TCP connect attempt (default: only refused, abandoned or delayed ones).
     #[arg(long)]
     pub connections: bool,
-    /// Ring buffer size in KiB (a power of two, at least 4 pages).
-    #[arg(long, default_value_t = 4096, value_parser = parse_ringbuf_kib, value_name = "KIB")]
-    pub ringbuf_kib: u32,
-    /// Most upstream targets itemised; connects to more are counted as untracked.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub max_targets: usize,
+}
+
+/// Where nginx's files are, when discovery should not guess.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NginxArgs {
+    /// nginx's error log (default: found from the running master's config).
+    #[arg(long, value_name = "PATH")]
+    pub error_log: Option<PathBuf>,
+    /// nginx's access log (default: found from the config; only shown, never needed).
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<PathBuf>,
+    /// nginx's main config file (default: the running master's -c).
+    #[arg(long, value_name = "PATH")]
+    pub nginx_conf: Option<PathBuf>,
+}
+
+/// How to show a report.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ReportOutputArgs {
+    /// The report as one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report with a timeline here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    #[command(flatten)]
+    pub nginx: NginxArgs,
+    #[command(flatten)]
+    pub output: ReportOutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// The record file to write.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output_file: PathBuf,
+    #[command(flatten)]
+    pub nginx: NginxArgs,
+    #[command(flatten)]
+    pub output: ReportOutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// A file written by `tracer record`.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub output: ReportOutputArgs,
 }
 
 /// `30s`, `2m`, `500ms`, `1h`, or a plain number of seconds.

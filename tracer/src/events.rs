@@ -4,8 +4,7 @@ use std::mem::size_of;
 
 use tracer_common::{
     kind, AcceptEvent, ConnCloseEvent, ConnectEvent, EventHeader, ExitEvent, ForkEvent, ListenEvent, ListenOverflowEvent,
-    RequestEvent,
-    SignalEvent, TcpConnectEvent,
+    RequestEvent, SignalEvent, StatusEvent, TcpConnectEvent,
 };
 
 use crate::errno;
@@ -32,6 +31,7 @@ pub enum Event {
     Signal(SignalEvent),
     Exit(ExitEvent),
     Fork(ForkEvent),
+    Status(StatusEvent),
 }
 
 fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
@@ -56,6 +56,7 @@ impl Event {
             kind::SIGNAL => Ok(Event::Signal(read(bytes, "signal event")?)),
             kind::EXIT => Ok(Event::Exit(read(bytes, "exit event")?)),
             kind::FORK => Ok(Event::Fork(read(bytes, "fork event")?)),
+            kind::STATUS => Ok(Event::Status(read(bytes, "status event")?)),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -72,6 +73,7 @@ impl Event {
             Event::Signal(e) => &e.hdr,
             Event::Exit(e) => &e.hdr,
             Event::Fork(e) => &e.hdr,
+            Event::Status(e) => &e.hdr,
         }
     }
 }

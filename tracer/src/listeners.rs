@@ -18,7 +18,7 @@ use netlink_packet_sock_diag::{
     SockDiagMessage,
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sockaddr::Target;
 
@@ -33,7 +33,7 @@ pub enum DiagError {
 }
 
 /// A listening socket as sock_diag reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listener {
     pub inode: u32,
     /// Connections waiting to be accepted now.
@@ -175,7 +175,7 @@ fn normalize(a: SocketAddr) -> SocketAddr {
 }
 
 /// A process holding a socket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
     pub pid: u32,
     pub comm: String,

@@ -76,9 +76,9 @@ fn parse_symbol(format: &str, symbol: &str) -> Option<u32> {
     format[start + 1..end].trim().trim_end_matches(',').trim().parse().ok()
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ProbeStatus {
-    pub program: &'static str,
+    pub program: String,
     pub tracepoint: String,
     pub attached: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,7 +200,7 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32) -> anyho
             }
             log::warn!("tracepoint {tracepoint} unavailable ({e:#}): running without {}", p.feature);
         }
-        statuses.push(ProbeStatus { program: p.program, tracepoint, attached: result.is_ok(), error: result.err().map(|e| format!("{e:#}")) });
+        statuses.push(ProbeStatus { program: p.program.to_string(), tracepoint, attached: result.is_ok(), error: result.err().map(|e| format!("{e:#}")) });
     }
     Ok(Loaded { ebpf, logger, probes: statuses, attach_time: start.elapsed() })
 }

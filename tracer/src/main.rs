@@ -16,6 +16,9 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Watch(args) => tracer::watch::run(args).await,
+            Command::Diagnose(args) => tracer::diagnose::diagnose(args).await,
+            Command::Record(args) => tracer::diagnose::record(args).await,
+            Command::Report(args) => tracer::diagnose::report_cmd(args),
         }
     });
     match result {

@@ -206,3 +206,10 @@ mod tests {
         assert_eq!(Target::parse(&[1], 1), Target::Other { family: 0 });
     }
 }
+
+/// Serialised as its display form (`unix:/path`, `127.0.0.1:8000`).
+impl serde::Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}

@@ -17,7 +17,7 @@ pub struct Source {
 }
 
 /// Events the kernel side dropped, by reason (`tracer_common::counters::NAMES`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lost {
     pub ringbuf_full: u64,
     pub pending_map_full: u64,
@@ -42,7 +42,7 @@ impl Source {
     }
 
     /// Wait until the ring buffer has data, then hand every record to `f`.
-    pub async fn next_batch(&mut self, mut f: impl FnMut(Event)) -> anyhow::Result<()> {
+    pub async fn next_batch(&mut self, mut f: impl FnMut(Event, &[u8])) -> anyhow::Result<()> {
         let mut guard = self.ring.readable_mut().await?;
         let (events, errors) = drain_ring(guard.get_inner_mut(), &mut f);
         guard.clear_ready();
@@ -52,7 +52,7 @@ impl Source {
     }
 
     /// Hand every record already in the ring buffer to `f` (used at exit).
-    pub fn drain(&mut self, mut f: impl FnMut(Event)) {
+    pub fn drain(&mut self, mut f: impl FnMut(Event, &[u8])) {
         let (events, errors) = drain_ring(self.ring.get_mut(), &mut f);
         self.events += events;
         self.decode_errors += errors;
@@ -70,13 +70,13 @@ impl Source {
 }
 
 /// Decode and hand on every record in the ring; returns (decoded, undecodable).
-fn drain_ring(ring: &mut RingBuf<MapData>, f: &mut impl FnMut(Event)) -> (u64, u64) {
+fn drain_ring(ring: &mut RingBuf<MapData>, f: &mut impl FnMut(Event, &[u8])) -> (u64, u64) {
     let (mut events, mut errors) = (0, 0);
     while let Some(item) = ring.next() {
         match Event::decode(&item) {
             Ok(e) => {
                 events += 1;
-                f(e);
+                f(e, &item);
             }
             Err(err) => {
                 errors += 1;

@@ -18,6 +18,10 @@ impl Timebase {
         Timebase { offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC) }
     }
 
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
+    }
+
     /// For tests and recordings: a fixed offset.
     pub fn with_offset_ns(offset_ns: i128) -> Timebase {
         Timebase { offset_ns }

@@ -3,3 +3,4 @@ pub mod connect;
 pub mod tcp;
 pub mod process;
 pub mod requests;
+pub mod http_status;

@@ -94,6 +94,8 @@ pub fn io_enter(ctx: TracePointContext) -> u32 {
     }
     let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
     let _ = FD_CALL.insert(&id, &fd, 0);
+    let nr: i32 = unsafe { ctx.read_at(8) }.unwrap_or(-1);
+    crate::probes::http_status::check(id, nr, fd, unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0));
     0
 }
 

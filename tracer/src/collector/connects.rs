@@ -94,6 +94,9 @@ pub struct TargetStats {
     pub sampled_ns: Option<u64>,
     /// Changed since the last summary was printed.
     pub dirty: bool,
+    /// Most connect() calls seen within any 100 ms: the burst the listener had to absorb.
+    pub peak_burst: u32,
+    recent: std::collections::VecDeque<u64>,
 }
 
 impl TargetStats {
@@ -107,6 +110,8 @@ impl TargetStats {
             peak_queue_len: 0,
             sampled_ns: None,
             dirty: true,
+            peak_burst: 0,
+            recent: std::collections::VecDeque::new(),
         }
     }
 
@@ -129,6 +134,9 @@ pub struct ConnectStats {
     backlogs: HashMap<u32, i32>,
 }
 
+/// The window of `peak_burst`.
+const BURST_WINDOW_NS: u64 = 100_000_000;
+
 /// How often a failing target's listener is sampled at most.
 pub const SAMPLE_EVERY_NS: u64 = 100_000_000;
 
@@ -146,6 +154,11 @@ impl ConnectStats {
         let t = self.targets.entry(c.target.clone()).or_insert_with(|| TargetStats::new(c.target.clone()));
         t.connects += 1;
         t.dirty = true;
+        while t.recent.front().is_some_and(|&old| c.ts_ns.saturating_sub(old) > BURST_WINDOW_NS) {
+            t.recent.pop_front();
+        }
+        t.recent.push_back(c.ts_ns);
+        t.peak_burst = t.peak_burst.max(t.recent.len() as u32);
         let _ = t.duration_ns.record(c.duration_ns.max(1));
         if !c.failed() {
             return false;

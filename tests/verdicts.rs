@@ -1,0 +1,219 @@
+//! Every 502/504 joined to exactly one kernel cause, with the right verdict per upstream: four
+//! failure scenarios at once behind one nginx (unix backlog overflow, keep-alive race, worker
+//! killed, proxy timeout), checked against nginx's access log — and again with the access log
+//! off, against what the clients received. `record` → `report` reproduces the live verdicts.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tracer_e2e::*;
+
+const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+
+struct Scenario {
+    scratch: Scratch,
+    nginx: Nginx,
+    backlog_sock: String,
+    kill_sock: String,
+    timeout_sock: String,
+    race_target: String,
+    kill_workers: Vec<u32>,
+    _servers: Vec<Box<dyn std::any::Any>>,
+}
+
+fn start(name: &str, no_access_log: bool) -> Scenario {
+    let scratch = Scratch::new(name);
+    let sock = |n: &str| scratch.path(n).display().to_string();
+    let (backlog_sock, kill_sock, timeout_sock) = (sock("backlog.sock"), sock("kill.sock"), sock("timeout.sock"));
+    let backlog = Gunicorn::start(&GunicornOpts { bind: format!("unix:{backlog_sock}"), backlog: 16, ..Default::default() }).unwrap();
+    let kill = Gunicorn::start(&GunicornOpts { bind: format!("unix:{kill_sock}"), workers: 2, app_sleep: 3.0, backlog: 64, ..Default::default() }).unwrap();
+    let timeout = Gunicorn::start(&GunicornOpts { bind: format!("unix:{timeout_sock}"), workers: 2, app_sleep: 4.0, backlog: 64, ..Default::default() }).unwrap();
+    let race_port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo_root().join("tests/apps/keepalive_server.py")).arg(race_port.to_string()).arg("1.0");
+    let race = Proc::spawn("keepalive_server", &mut cmd).unwrap();
+    wait_for("keep-alive upstream", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", race_port)).is_ok()).unwrap();
+    let http_extra = format!("upstream ka {{ server 127.0.0.1:{race_port}; keepalive 4; }}");
+    let server_extra = format!(
+        "location /backlog {{ proxy_pass http://unix:{backlog_sock}:; }}
+         location /kill {{ proxy_pass http://unix:{kill_sock}:; }}
+         location /timeout {{ proxy_pass http://unix:{timeout_sock}:; proxy_read_timeout 2s; }}
+         location /race {{ proxy_pass http://ka; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off; }}"
+    );
+    let nginx = Nginx::start(
+        &scratch,
+        &NginxOpts { upstream: "ka", http_extra: &http_extra, server_extra: &server_extra, no_access_log, ..Default::default() },
+    )
+    .unwrap();
+    let kill_workers = kill.worker_pids();
+    Scenario {
+        nginx,
+        backlog_sock,
+        kill_sock,
+        timeout_sock,
+        race_target: format!("127.0.0.1:{race_port}"),
+        kill_workers,
+        _servers: vec![Box::new(backlog), Box::new(kill), Box::new(timeout), Box::new(race)],
+        scratch,
+    }
+}
+
+/// A POST through nginx to `path` on its own connection; the status.
+fn post(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Drive all four failures; returns what the clients received, per path.
+fn drive(s: &Scenario) -> BTreeMap<String, BTreeMap<u16, u64>> {
+    let port = s.nginx.port;
+    let mut got: BTreeMap<String, BTreeMap<u16, u64>> = BTreeMap::new();
+    // 1. Keep-alive race first, alone: POSTs aimed at the upstream's 1 s idle close.
+    let race = got.entry("/race".into()).or_default();
+    *race.entry(post(port, "/race")).or_default() += 1;
+    for i in 0..20 {
+        std::thread::sleep(Duration::from_secs_f64(1.0 + (-1500.0 + 150.0 * i as f64) / 1e6));
+        *race.entry(post(port, "/race")).or_default() += 1;
+    }
+    // 2.–4. Backlog burst, killed workers and proxy timeouts together.
+    let kill = std::thread::spawn(move || burst_path(port, "/kill", 2));
+    let timeout = std::thread::spawn(move || burst_path(port, "/timeout", 2));
+    let backlog = std::thread::spawn(move || burst_path(port, "/backlog", 60));
+    std::thread::sleep(Duration::from_secs(1));
+    for w in &s.kill_workers {
+        unsafe { libc::kill(*w as i32, libc::SIGKILL) };
+    }
+    got.insert("/kill".into(), kill.join().unwrap());
+    got.insert("/timeout".into(), timeout.join().unwrap());
+    got.insert("/backlog".into(), backlog.join().unwrap());
+    got
+}
+
+fn fivexx(m: &BTreeMap<u16, u64>) -> u64 {
+    m.get(&502).copied().unwrap_or(0) + m.get(&504).copied().unwrap_or(0)
+}
+
+/// Check the report against ground truth: per path, the 5xx clients got.
+fn check(report: &Value, s: &Scenario, truth: &BTreeMap<String, BTreeMap<u16, u64>>) {
+    eprintln!("truth {truth:?}");
+    for v in report["verdicts"].as_array().unwrap() {
+        eprintln!("verdict {} {} {}: {}", v["kind"], v["target"], v["count"], v["proof"]);
+    }
+    let total: u64 = truth.values().map(fivexx).sum();
+    assert_eq!(report["total_5xx"], total, "every 502/504 seen in the kernel");
+    assert_eq!(report["unexplained"].as_array().unwrap().len(), 0, "no unexplained 5xx: {}", report["unexplained"]);
+    assert_eq!(report["explained"], total);
+    let expect = [
+        ("/backlog", format!("unix:{}", s.backlog_sock), "listen_queue_full"),
+        ("/kill", format!("unix:{}", s.kill_sock), "worker_killed"),
+        ("/timeout", format!("unix:{}", s.timeout_sock), "proxy_timeout"),
+        ("/race", s.race_target.clone(), "keepalive_timeout_mismatch"),
+    ];
+    for (path, target, kind) in expect {
+        let verdicts: Vec<&Value> = report["verdicts"].as_array().unwrap().iter().filter(|v| v["target"] == target.as_str()).collect();
+        let n = fivexx(&truth[path]);
+        let counted: u64 = verdicts.iter().map(|v| v["count"].as_u64().unwrap()).sum();
+        assert_eq!(counted, n, "{path}: every 5xx joined to exactly one cause");
+        for v in &verdicts {
+            assert_eq!(v["kind"], kind, "{path}: the right root cause");
+        }
+    }
+    assert!(fivexx(&truth["/backlog"]) > 0 && fivexx(&truth["/kill"]) > 0 && fivexx(&truth["/timeout"]) > 0, "scenarios failed as designed");
+}
+
+#[test]
+fn every_5xx_is_joined_to_its_cause_and_record_replays_it() {
+    require_root();
+    let _serial = exclusive();
+    let s = start("verdicts", false);
+    let rec = s.scratch.path("incident.rec");
+    let pid = s.nginx.master_pid().to_string();
+    let error_log = s.nginx.error_log.display().to_string();
+    let tracer = Tracer::start(TRACER, &["record", "-o", rec.to_str().unwrap(), "--json", "--pid", &pid, "--error-log", &error_log]).unwrap();
+    drive(&s);
+    let live = tracer.stop().unwrap();
+    let live = live.last().expect("the report");
+    // Ground truth from nginx's access log.
+    let mut truth: BTreeMap<String, BTreeMap<u16, u64>> = BTreeMap::new();
+    for (status, path) in s.nginx.requests() {
+        *truth.entry(path).or_default().entry(status).or_default() += 1;
+    }
+    check(live, &s, &truth);
+    assert!(live["error_log"]["connect_eagain"].as_u64().unwrap() > 0, "the error log was followed: {}", live["error_log"]);
+
+    // Offline: the recording gives the same verdicts.
+    let out = Command::new(TRACER).args(["report", rec.to_str().unwrap(), "--json", "--html"]).arg(s.scratch.path("r.html")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(replayed["verdicts"], live["verdicts"], "report reproduces the live verdicts");
+    assert_eq!(replayed["total_5xx"], live["total_5xx"]);
+
+    // The HTML report in a real headless browser: it loads, its script runs, the 5xx are drawn.
+    let html = s.scratch.path("r.html");
+    if let Ok(chromium) = find_program("chromium") {
+        let dom = Command::new(chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+            .arg(format!("--user-data-dir={}", s.scratch.path("chrome").display()))
+            .arg("--dump-dom")
+            .arg(format!("file://{}", html.display()))
+            .output()
+            .unwrap();
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        let marks = dom.matches("class=\"mark status-50").count() as u64;
+        assert_eq!(marks, live["total_5xx"].as_u64().unwrap(), "one mark per 502/504");
+        assert!(dom.contains(&format!("{marks} marks drawn")), "the page's script ran");
+    } else {
+        panic!("chromium is not installed: run `cargo xtask setup`");
+    }
+}
+
+#[test]
+fn the_kernel_status_line_alone_suffices_without_an_access_log() {
+    require_root();
+    let _serial = exclusive();
+    let s = start("verdicts-noaccess", true);
+    let pid = s.nginx.master_pid().to_string();
+    let tracer = Tracer::start(TRACER, &["diagnose", "--json", "--pid", &pid]).unwrap();
+    let truth = drive(&s); // what the clients received
+    let report = tracer.stop().unwrap();
+    assert!(!s.nginx.access_log.exists(), "access log is off");
+    check(report.last().expect("the report"), &s, &truth);
+}
+
+#[test]
+fn a_truncated_or_corrupt_record_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("tracer-badrec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = repo_root().join("tests/fixtures/backlog.rec");
+    let bytes = std::fs::read(&good).expect("fixture");
+    for (name, data) in [("cut", bytes[..bytes.len() / 2].to_vec()), ("garbage", b"not a record at all".to_vec())] {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        let out = Command::new(TRACER).arg("report").arg(&p).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("truncated") || err.contains("bad magic"), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn recorded_fixture_gives_the_listen_queue_verdict() {
+    // A recording of the backlog scenario (tests/fixtures/backlog.rec): no kernel needed.
+    let out = Command::new(TRACER).args(["report", "--json"]).arg(repo_root().join("tests/fixtures/backlog.rec")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = &r["verdicts"][0];
+    assert_eq!(v["kind"], "listen_queue_full");
+    assert_eq!(v["count"], r["total_5xx"]);
+    assert_eq!(r["unexplained"].as_array().unwrap().len(), 0);
+    assert!(v["proof"].as_str().unwrap().contains("listen(16)"), "{}", v["proof"]);
+}

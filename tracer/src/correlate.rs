@@ -1,0 +1,153 @@
+//! Ties each 502/504 nginx wrote (status line seen in the kernel) to the upstream event that
+//! caused it: same nginx worker, the most recent compatible cause just before it. nginx answers a
+//! failed connect, a cut request or a timeout in the same event-loop step, right after the kernel
+//! event, so the cause precedes its status line by microseconds to milliseconds.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::sockaddr::Target;
+
+/// What went wrong upstream, as the kernel saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CauseKind {
+    /// connect() failed with this errno (EAGAIN, ENOENT, EACCES, …).
+    ConnectError(i32),
+    /// TCP connect refused (RST in SYN_SENT).
+    TcpRefused,
+    /// TCP connect abandoned in SYN_SENT (proxy_connect_timeout).
+    ConnectTimeout,
+    /// The upstream closed while a request was outstanding.
+    Premature,
+    /// Request sent on a reused connection the upstream had closed.
+    KeepaliveRace,
+    /// nginx closed the upstream connection with a request outstanding (read/send timeout).
+    ProxyAbort,
+}
+
+impl CauseKind {
+    /// The status nginx answers with for this cause.
+    pub fn status(self) -> u16 {
+        match self {
+            CauseKind::ConnectTimeout | CauseKind::ProxyAbort => 504,
+            _ => 502,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cause {
+    pub ts_ns: u64,
+    /// The nginx worker.
+    pub pid: u32,
+    pub kind: CauseKind,
+    pub target: Option<Target>,
+    /// Request age at the close (premature, race, abort) or connect duration.
+    pub age_ns: u64,
+    /// Idle time before reuse (races).
+    pub idle_ns: u64,
+}
+
+/// A 5xx status line, and what caused it (None: unexplained).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Status {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub fd: i32,
+    pub status: u16,
+    pub cause: Option<Cause>,
+}
+
+/// Causes older than this are not joined to a later status line.
+const MAX_GAP_NS: u64 = 2_000_000_000;
+const MAX_PENDING: usize = 4096;
+const MAX_KEPT: usize = 200_000;
+
+#[derive(Default)]
+pub struct Correlator {
+    pending: HashMap<u32, VecDeque<Cause>>,
+    /// Every 502/504 seen, in order (capped at MAX_KEPT; `dropped` counts the rest).
+    pub statuses: Vec<Status>,
+    pub dropped: u64,
+    /// Other 5xx (500, 503, …) by status: passed through from the app or produced by nginx itself.
+    pub other_5xx: BTreeMap<u16, u64>,
+    /// Causes never followed by a status line: nginx retried elsewhere or silently (idempotent
+    /// request on a failed keep-alive connection), so the client did not get an error.
+    pub absorbed: BTreeMap<CauseKind, u64>,
+}
+
+impl Correlator {
+    pub fn cause(&mut self, c: Cause) {
+        let q = self.pending.entry(c.pid).or_default();
+        while q.front().is_some_and(|old| c.ts_ns.saturating_sub(old.ts_ns) > MAX_GAP_NS) || q.len() >= MAX_PENDING {
+            let old = q.pop_front().expect("non-empty");
+            *self.absorbed.entry(old.kind).or_default() += 1;
+        }
+        q.push_back(c);
+    }
+
+    pub fn status(&mut self, ts_ns: u64, pid: u32, fd: i32, status: u16) {
+        if status != 502 && status != 504 {
+            *self.other_5xx.entry(status).or_default() += 1;
+            return;
+        }
+        let cause = self.pending.get_mut(&pid).and_then(|q| {
+            let i = q
+                .iter()
+                .rposition(|c| c.kind.status() == status && c.ts_ns <= ts_ns && ts_ns - c.ts_ns <= MAX_GAP_NS)?;
+            q.remove(i)
+        });
+        if self.statuses.len() < MAX_KEPT {
+            self.statuses.push(Status { ts_ns, pid, fd, status, cause });
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// At the end: whatever is still pending was absorbed.
+    pub fn finish(&mut self) {
+        for q in self.pending.values_mut() {
+            for c in q.drain(..) {
+                *self.absorbed.entry(c.kind).or_default() += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cause(ts: u64, pid: u32, kind: CauseKind) -> Cause {
+        Cause { ts_ns: ts, pid, kind, target: None, age_ns: 0, idle_ns: 0 }
+    }
+
+    #[test]
+    fn joins_by_worker_and_status_kind() {
+        let mut c = Correlator::default();
+        c.cause(cause(10, 1, CauseKind::ConnectError(11)));
+        c.cause(cause(11, 2, CauseKind::ProxyAbort));
+        c.cause(cause(12, 1, CauseKind::Premature));
+        c.status(13, 1, 5, 502); // the latest 502 cause of worker 1
+        c.status(14, 1, 6, 502);
+        c.status(15, 2, 7, 504);
+        c.status(16, 2, 8, 504); // nothing left: unexplained
+        c.status(17, 2, 9, 500);
+        let kinds: Vec<_> = c.statuses.iter().map(|s| s.cause.as_ref().map(|c| c.kind)).collect();
+        assert_eq!(kinds, vec![Some(CauseKind::Premature), Some(CauseKind::ConnectError(11)), Some(CauseKind::ProxyAbort), None]);
+        assert_eq!(c.other_5xx[&500], 1);
+    }
+
+    #[test]
+    fn old_or_unanswered_causes_are_absorbed() {
+        let mut c = Correlator::default();
+        c.cause(cause(0, 1, CauseKind::KeepaliveRace));
+        c.cause(cause(3_000_000_000, 1, CauseKind::ConnectError(11)));
+        c.status(3_000_000_100, 1, 5, 502);
+        c.finish();
+        assert_eq!(c.absorbed[&CauseKind::KeepaliveRace], 1);
+        assert_eq!(c.statuses[0].cause.as_ref().unwrap().kind, CauseKind::ConnectError(11));
+    }
+}

@@ -1,0 +1,110 @@
+//! `tracer diagnose`, `tracer record` and `tracer report`: the same session as `watch`, quiet
+//! while it runs, then the verdict report. `report` replays a recording through the very same
+//! session code, so its verdicts are the ones the live run printed.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+
+use crate::cli::{DiagnoseArgs, NginxArgs, RecordArgs, ReportArgs, ReportOutputArgs, TraceArgs};
+use crate::env::Env;
+use crate::events::Event;
+use crate::nginx::{self, Discovery, ErrorLog};
+use crate::output::{html, report, Quiet};
+use crate::record::{self, Mark, Record};
+use crate::session::Session;
+use crate::timebase::Timebase;
+use crate::verdict::{self, Report};
+use crate::watch::{run_live, LiveRun};
+
+fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    if o.json {
+        serde_json::to_writer(&mut out, r)?;
+        writeln!(out)?;
+    } else {
+        report::write_text(&mut out, r)?;
+    }
+    if let Some(p) = &o.html {
+        std::fs::write(p, html::render(r)).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("tracer: HTML report written to {}", p.display());
+    }
+    Ok(())
+}
+
+async fn live(trace: &TraceArgs, nginx_args: &NginxArgs, output: &ReportOutputArgs, record: Option<&Path>) -> anyhow::Result<()> {
+    let found =
+        nginx::discover(&trace.pid, nginx_args.nginx_conf.as_deref(), nginx_args.error_log.as_deref(), nginx_args.access_log.as_deref());
+    eprintln!(
+        "tracer: nginx masters {:?}, error log {}, {}",
+        found.masters,
+        found.error_logs.first().map(String::as_str).unwrap_or("(not found: 5xx are still seen in the kernel)"),
+        match trace.duration {
+            Some(d) => format!("diagnosing for {} s", d.as_secs_f64()),
+            None => "diagnosing until Ctrl-C".into(),
+        }
+    );
+    // Follow the error log from the moment the probes are attached.
+    let logs: Arc<Mutex<Vec<ErrorLog>>> = Arc::default();
+    let paths = found.error_logs.clone();
+    let logs_ready = logs.clone();
+    let session = run_live(LiveRun {
+        trace,
+        interval: std::time::Duration::from_secs(2),
+        out: Box::new(Quiet),
+        all_connections: false,
+        record,
+        nginx: Some(found.clone()),
+        on_ready: Box::new(move || {
+            *logs_ready.lock().expect("not poisoned") = paths.iter().map(|p| ErrorLog::open_at_end(Path::new(p))).collect();
+        }),
+    })
+    .await;
+    let mut session = session?;
+    let lines = session.env.error_log_lines(|| logs.lock().expect("not poisoned").iter_mut().flat_map(|l| l.new_lines()).collect());
+    session.env.mark(Mark::End);
+    let r = verdict::build(&session, &found, &lines);
+    show(&r, output)
+}
+
+/// `tracer diagnose`.
+pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<()> {
+    live(&args.trace, &args.nginx, &args.output, None).await
+}
+
+/// `tracer record -o FILE`.
+pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
+    live(&args.trace, &args.nginx, &args.output, Some(&args.output_file)).await?;
+    eprintln!("tracer: recorded to {}", args.output_file.display());
+    Ok(())
+}
+
+/// Replay a recording through a session and build its report.
+pub fn replay(path: &Path) -> anyhow::Result<Report> {
+    let (meta, records) = record::read(path)?;
+    let tb = Timebase::with_offset_ns(meta.timebase_offset_ns as i128);
+    let mut s = Session::new(Env::replay(&records), tb, meta.probes.clone(), Box::new(Quiet), 4096, false);
+    for r in &records {
+        match r {
+            Record::Event(raw) => s.handle(Event::decode(raw)?, raw)?,
+            Record::Mark(Mark::Batch) => s.end_batch()?,
+            Record::Mark(Mark::Tick) => s.tick(Default::default)?,
+            Record::Mark(Mark::End) => s.finish(Default::default)?,
+            Record::Answer { .. } => {}
+        }
+    }
+    let lines = s.env.error_log_lines(Vec::new);
+    if let Some(e) = s.env.replay_error.take() {
+        anyhow::bail!("{} does not replay with this tracer version: {e}", path.display());
+    }
+    let nginx = meta.nginx.unwrap_or_else(Discovery::default);
+    Ok(verdict::build(&s, &nginx, &lines))
+}
+
+/// `tracer report FILE`.
+pub fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
+    let r = replay(&args.file)?;
+    show(&r, &args.output)
+}

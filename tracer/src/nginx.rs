@@ -1,0 +1,280 @@
+//! Finding nginx on its own: master processes, their config (`nginx -T` with the running master's
+//! -c/-p), the error and access logs and the timeouts the verdicts quote; and reading the error
+//! log as it grows (rotation tolerated, malformed lines ignored).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::listeners::{ppid, process_comm};
+
+/// What was found (or given by flags).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Discovery {
+    pub masters: Vec<u32>,
+    pub conf: Option<String>,
+    pub error_logs: Vec<String>,
+    pub access_logs: Vec<String>,
+    /// Seconds, as configured (first occurrence); None = not set (nginx's default applies).
+    pub upstream_keepalive_timeout_s: Option<f64>,
+    pub proxy_read_timeout_s: Option<f64>,
+    pub proxy_connect_timeout_s: Option<f64>,
+}
+
+impl Discovery {
+    /// nginx's upstream keepalive_timeout, default 60 s.
+    pub fn keepalive_timeout_s(&self) -> f64 {
+        self.upstream_keepalive_timeout_s.unwrap_or(60.0)
+    }
+}
+
+/// nginx masters: processes named nginx whose parent is not.
+pub fn masters() -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if process_comm(pid) == "nginx" && ppid(pid).is_none_or(|p| process_comm(p) != "nginx") {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Value of a one-letter nginx flag (`-c conf` or `-cconf`).
+fn flag(args: &[String], f: &str) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == f {
+            return it.next().cloned();
+        }
+        if let Some(v) = a.strip_prefix(f) {
+            if !v.is_empty() {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// `30s`, `1m`, `500ms`, `60` (seconds) as nginx writes times.
+fn nginx_time(v: &str) -> Option<f64> {
+    let v = v.trim_end_matches(';');
+    let (num, mult) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = v.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (v, 1.0)
+    };
+    num.parse::<f64>().ok().map(|x| x * mult)
+}
+
+/// Pull what the verdicts need out of `nginx -T` output: statements end at `;`, blocks open at
+/// `{` (the words before it name the block) and close at `}`; `#` starts a comment.
+pub fn parse_config(text: &str, prefix: &Path, d: &mut Discovery) {
+    let resolve = |p: &str| if p.starts_with('/') { p.to_string() } else { prefix.join(p).display().to_string() };
+    let mut blocks: Vec<String> = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        for c in line.chars().chain(std::iter::once(' ')) {
+            if c.is_whitespace() || c == ';' || c == '{' || c == '}' {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            } else {
+                word.push(c);
+            }
+            match c {
+                ';' => {
+                    let in_upstream = blocks.iter().any(|b| b == "upstream");
+                    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                        ["error_log", path, ..] if *path != "stderr" => d.error_logs.push(resolve(path)),
+                        ["access_log", path, ..] if *path != "off" => d.access_logs.push(resolve(path)),
+                        ["keepalive_timeout", t, ..] if in_upstream => {
+                            d.upstream_keepalive_timeout_s = d.upstream_keepalive_timeout_s.or(nginx_time(t))
+                        }
+                        ["proxy_read_timeout", t] => d.proxy_read_timeout_s = d.proxy_read_timeout_s.or(nginx_time(t)),
+                        ["proxy_connect_timeout", t] => d.proxy_connect_timeout_s = d.proxy_connect_timeout_s.or(nginx_time(t)),
+                        _ => {}
+                    }
+                    words.clear();
+                }
+                '{' => blocks.push(words.drain(..).next().unwrap_or_default()),
+                '}' => {
+                    blocks.pop();
+                    words.clear();
+                }
+                _ => {}
+            }
+        }
+    }
+    d.error_logs.dedup();
+    d.access_logs.dedup();
+}
+
+/// Find nginx and its files; `error_log` / `access_log` / `conf` flags override what is found.
+/// `prefer`: pids the user named (`--pid`); a master among them is the one whose config is read.
+pub fn discover(prefer: &[u32], conf_flag: Option<&Path>, error_log: Option<&Path>, access_log: Option<&Path>) -> Discovery {
+    let mut d = Discovery { masters: masters(), ..Default::default() };
+    let master = prefer.iter().copied().find(|p| d.masters.contains(p)).or_else(|| d.masters.first().copied());
+    let args = master.map(cmdline).unwrap_or_default();
+    let prefix = PathBuf::from(flag(&args, "-p").unwrap_or_else(|| "/usr/share/nginx".into()));
+    let conf = conf_flag.map(Path::to_path_buf).or_else(|| flag(&args, "-c").map(PathBuf::from));
+    if let Some(e) = flag(&args, "-e") {
+        d.error_logs.push(e);
+    }
+    let exe = master.and_then(|m| std::fs::read_link(format!("/proc/{m}/exe")).ok()).unwrap_or_else(|| "nginx".into());
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("-T").arg("-p").arg(&prefix);
+    if let Some(c) = &conf {
+        cmd.arg("-c").arg(c);
+    }
+    if let Ok(out) = cmd.output() {
+        parse_config(&String::from_utf8_lossy(&out.stdout), &prefix, &mut d);
+    }
+    d.conf = conf.map(|c| c.display().to_string());
+    if let Some(e) = error_log {
+        d.error_logs = vec![e.display().to_string()];
+    }
+    if let Some(a) = access_log {
+        d.access_logs = vec![a.display().to_string()];
+    }
+    d.error_logs.sort();
+    d.error_logs.dedup();
+    d
+}
+
+/// Follows one error log from where it was when we started, like `tail -F`: a rotated file is
+/// read to its end through the handle we hold, then the new file from its start.
+pub struct ErrorLog {
+    path: PathBuf,
+    file: Option<File>,
+    pending: Vec<u8>,
+}
+
+impl ErrorLog {
+    pub fn open_at_end(path: &Path) -> ErrorLog {
+        let file = File::open(path).ok().and_then(|mut f| f.seek(SeekFrom::End(0)).ok().map(|_| f));
+        ErrorLog { path: path.to_path_buf(), file, pending: Vec::new() }
+    }
+
+    /// Complete lines written since the last call.
+    pub fn new_lines(&mut self) -> Vec<String> {
+        let mut buf = Vec::new();
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.read_to_end(&mut buf);
+        }
+        // Rotated (or truncated): switch to the file now at the path.
+        let current = std::fs::metadata(&self.path).ok();
+        let held = self.file.as_ref().and_then(|f| f.metadata().ok());
+        let rotated = match (&current, &held) {
+            (Some(c), Some(h)) => c.ino() != h.ino() || c.len() < h.len(),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if rotated {
+            if let Ok(mut f) = File::open(&self.path) {
+                if held.as_ref().zip(current.as_ref()).is_some_and(|(h, c)| c.ino() == h.ino()) {
+                    buf.clear(); // truncated in place: start over
+                    self.pending.clear();
+                }
+                let _ = f.read_to_end(&mut buf);
+                self.file = Some(f);
+            }
+        }
+        self.pending.extend_from_slice(&buf);
+        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else { return Vec::new() };
+        let complete: Vec<u8> = self.pending.drain(..=end).collect();
+        String::from_utf8_lossy(&complete).lines().map(str::to_string).collect()
+    }
+}
+
+/// What an nginx error-log line says went wrong with an upstream, if it is such a line.
+pub fn classify_error_line(line: &str) -> Option<&'static str> {
+    // "2026/11/25 15:28:39 [error] 15563#15563: *39 <message>, client: …": malformed lines are
+    // simply not matched.
+    if !line.contains("] ") || !line.contains('#') {
+        return None;
+    }
+    let connecting = line.contains("while connecting to upstream");
+    Some(if line.contains("(11: Resource temporarily unavailable)") && connecting {
+        "connect_eagain"
+    } else if line.contains("(2: No such file or directory)") && connecting {
+        "connect_enoent"
+    } else if line.contains("(13: Permission denied)") && connecting {
+        "connect_eacces"
+    } else if line.contains("(111: Connection refused)") {
+        "connect_refused"
+    } else if line.contains("upstream timed out") && connecting {
+        "connect_timeout"
+    } else if line.contains("upstream timed out") {
+        "read_timeout"
+    } else if line.contains("upstream prematurely closed connection") {
+        "premature_close"
+    } else if line.contains("(104: Connection reset by peer)") {
+        "reset_by_peer"
+    } else if line.contains("(32: Broken pipe)") {
+        "broken_pipe"
+    } else {
+        return None;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_values() {
+        let conf = "events {}\nhttp {\n  error_log logs/e.log error;\n  access_log off;\n  access_log /var/log/a.log main;\n  upstream u {\n    server 127.0.0.1:1;\n    keepalive 8;\n    keepalive_timeout 30s;\n  }\n  keepalive_timeout 75;\n  server { location / { proxy_read_timeout 2s; proxy_connect_timeout 500ms; } }\n}\n";
+        let mut d = Discovery::default();
+        parse_config(&conf, Path::new("/srv"), &mut d);
+        assert_eq!(d.error_logs, vec!["/srv/logs/e.log"]);
+        assert_eq!(d.access_logs, vec!["/var/log/a.log"]);
+        assert_eq!(d.upstream_keepalive_timeout_s, Some(30.0), "only inside upstream {{}}");
+        assert_eq!(d.proxy_read_timeout_s, Some(2.0));
+        assert_eq!(d.proxy_connect_timeout_s, Some(0.5));
+    }
+
+    #[test]
+    fn error_lines() {
+        let l = "2026/11/25 15:28:39 [error] 15563#15563: *39 connect() to unix:/x.sock failed (11: Resource temporarily unavailable) while connecting to upstream, client: 127.0.0.1";
+        assert_eq!(classify_error_line(l), Some("connect_eagain"));
+        assert_eq!(classify_error_line("garbage (11: Resource temporarily unavailable)"), None);
+        assert_eq!(classify_error_line(""), None);
+    }
+
+    #[test]
+    fn follows_rotation() {
+        let dir = std::env::temp_dir().join(format!("tracer-elog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("error.log");
+        std::fs::write(&p, "old line\n").unwrap();
+        let mut log = ErrorLog::open_at_end(&p);
+        use std::io::Write;
+        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"one\ntw").unwrap();
+        assert_eq!(log.new_lines(), vec!["one"]);
+        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"o\n").unwrap();
+        std::fs::rename(&p, dir.join("error.log.1")).unwrap();
+        std::fs::write(&p, "three\n").unwrap();
+        assert_eq!(log.new_lines(), vec!["two", "three"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,283 @@
+//! One tracing session: decoded kernel events in, per-target / per-listener / per-request state
+//! and the 5xx correlation out. Everything it asks the host goes through `Env`, so `watch`,
+//! `diagnose`, `record` and `report` (a replay) run this same code.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+
+use crate::collector::tcp::{key_of, ListenerKey};
+use crate::collector::{ConnectStats, ListenerView, Requests, TcpStats};
+use crate::correlate::{Cause, CauseKind, Correlator};
+use crate::env::Env;
+use crate::events::{Connect, Event, TcpConnect};
+use crate::load::ProbeStatus;
+use crate::output::{
+    ConnectFailed, Output, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, UpstreamClose,
+};
+use crate::record::Mark;
+use crate::sockaddr::Target;
+use crate::source::Lost;
+use crate::timebase::Timebase;
+use tracer_common::request::close;
+
+/// How often a target's worker list (listener owner + its children) is refreshed at most.
+const WORKERS_EVERY_NS: u64 = 500_000_000;
+
+pub struct Session {
+    pub env: Env,
+    pub stats: ConnectStats,
+    pub tcp: TcpStats,
+    pub requests: Requests,
+    pub correlator: Correlator,
+    pub tb: Timebase,
+    pub somaxconn: Option<u32>,
+    pub probes: Vec<ProbeStatus>,
+    out: Box<dyn Output>,
+    /// Report every TCP connect, not only the failed or delayed ones.
+    all_connections: bool,
+    /// TCP target → the local listener serving it (None: not on this host), looked up once.
+    local: HashMap<SocketAddr, Option<SocketAddr>>,
+    nstat_start: BTreeMap<String, u64>,
+    /// When each target's workers were last listed.
+    workers_listed: HashMap<Target, u64>,
+    /// Listener inode → owner (a /proc scan, done once per listener).
+    owners: HashMap<u32, Option<crate::listeners::Owner>>,
+    /// Where new app-server masters are announced to the kernel (fork tracking); None in replay.
+    pub app_masters: Option<aya::maps::HashMap<aya::maps::MapData, u32, u8>>,
+    /// Latest (events decoded, lost) of the live source.
+    pub source_stats: (u64, Lost),
+}
+
+impl Session {
+    pub fn new(mut env: Env, tb: Timebase, probes: Vec<ProbeStatus>, out: Box<dyn Output>, max_targets: usize, all_connections: bool) -> Session {
+        let somaxconn = env.somaxconn();
+        let nstat_start = env.nstat();
+        Session {
+            env,
+            stats: ConnectStats::new(max_targets),
+            tcp: TcpStats::new(max_targets),
+            requests: Requests::new(max_targets),
+            correlator: Correlator::default(),
+            tb,
+            somaxconn,
+            probes,
+            out,
+            all_connections,
+            local: HashMap::new(),
+            nstat_start,
+            workers_listed: HashMap::new(),
+            owners: HashMap::new(),
+            app_masters: None,
+            source_stats: (0, Lost::default()),
+        }
+    }
+
+    /// Is `remote` served by a listener on this host? (sock_diag, cached per target)
+    fn local_listener(&mut self, remote: SocketAddr) -> Option<SocketAddr> {
+        if let Some(l) = self.local.get(&remote) {
+            return *l;
+        }
+        let l = self.env.tcp_listener_bound(remote).map(|(bound, _)| bound);
+        self.local.insert(remote, l);
+        l
+    }
+
+    /// Sample an overflowing TCP listener's queue and owner (rate-limited).
+    fn sample_tcp_listener(&mut self, key: ListenerKey, addr: SocketAddr) {
+        let now = self.env.now_ns();
+        if !self.tcp.wants_sample(key, now) {
+            return;
+        }
+        let Some((bound, l)) = self.env.tcp_listener_bound(addr) else { return };
+        let prev = self.tcp.listeners.get(&key).and_then(|s| s.view.clone());
+        let seen = self.stats.backlog_seen(l.inode);
+        let env = &mut self.env;
+        let view = ListenerView::new(l, prev.as_ref(), seen, |inode| env.owner_of(inode), self.somaxconn);
+        self.tcp.record_sample(key, now, bound, view);
+    }
+
+    /// Remember which processes serve `target` (its listener's owner and that owner's
+    /// children), so a worker's death can be tied to the requests it cut.
+    fn list_workers(&mut self, target: &Target) {
+        let now = self.env.now_ns();
+        if self.workers_listed.get(target).is_some_and(|&t| now.saturating_sub(t) < WORKERS_EVERY_NS) {
+            return;
+        }
+        self.workers_listed.insert(target.clone(), now);
+        let Some(l) = self.env.listener_for(target) else { return };
+        let owner = match self.owners.get(&l.inode) {
+            Some(o) => o.clone(),
+            None => {
+                let o = self.env.owner_of(l.inode);
+                self.owners.insert(l.inode, o.clone());
+                o
+            }
+        };
+        if let Some(o) = owner {
+            if let Some(m) = self.app_masters.as_mut() {
+                if let Err(e) = m.insert(o.pid, 1, 0) {
+                    log::warn!("cannot follow forks of pid {}: {e}", o.pid);
+                }
+            }
+            let pids = self.env.children(o.pid);
+            self.requests.add_workers(target, o.pid, pids);
+        }
+    }
+
+    fn handle_tcp_connect(&mut self, c: TcpConnect) -> io::Result<()> {
+        let listener = self.local_listener(c.remote);
+        self.tcp.record_connect(&c, listener.is_some());
+        if let Some(addr) = listener {
+            self.sample_tcp_listener(key_of(&c.remote), addr);
+        }
+        use tracer_common::tcp::outcome;
+        let kind = match c.outcome {
+            outcome::REFUSED => Some(CauseKind::TcpRefused),
+            outcome::ABANDONED => Some(CauseKind::ConnectTimeout),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let target = Some(Target::Inet(c.remote));
+            self.correlator.cause(Cause { ts_ns: c.ts_ns, pid: c.pid, kind, target, age_ns: c.latency_ns, idle_ns: 0 });
+        }
+        let notable = c.outcome != outcome::ESTABLISHED || c.syn_retransmits > 0;
+        if self.all_connections || notable {
+            self.out.tcp_connect(&TcpConnectRecord::new(&c, &self.tb))?;
+        }
+        Ok(())
+    }
+
+    /// One decoded event; `raw` is its ring-buffer record (written to a recording).
+    pub fn handle(&mut self, e: Event, raw: &[u8]) -> io::Result<()> {
+        self.env.event(raw);
+        match e {
+            Event::Connect(raw) => {
+                let c = Connect::from_event(&raw);
+                if self.stats.record(&c) {
+                    // Sample the listener while it is failing: its queue is what explains EAGAIN.
+                    let l = self.env.listener_for(&c.target);
+                    let now = self.env.now_ns();
+                    let env = &mut self.env;
+                    self.stats.record_sample(&c.target, now, l, |inode| env.owner_of(inode), self.somaxconn);
+                }
+                if c.failed() {
+                    // Only errors nginx reports itself as a failed connect (EINPROGRESS TCP
+                    // refusals arrive later as a RST).
+                    self.correlator.cause(Cause {
+                        ts_ns: c.ts_ns,
+                        pid: c.pid,
+                        kind: CauseKind::ConnectError(c.errno),
+                        target: Some(c.target.clone()),
+                        age_ns: c.duration_ns,
+                        idle_ns: 0,
+                    });
+                    self.out.connect_failed(&ConnectFailed::new(&c, &self.tb))?;
+                } else {
+                    self.requests.record_connect(c.pid, c.fd, &c.target);
+                    self.list_workers(&c.target);
+                }
+            }
+            Event::Listen(l) => {
+                if let Some(inode) = self.env.socket_inode(l.hdr.pid, l.fd) {
+                    self.stats.record_listen(inode, l.backlog);
+                }
+            }
+            Event::TcpConnect(raw) => self.handle_tcp_connect(TcpConnect::from_event(&raw))?,
+            Event::ListenOverflow(o) => {
+                let v6 = o.family == libc::AF_INET6 as u16;
+                let key = (v6, o.port);
+                self.tcp.record_ack_drop(key);
+                let ip: std::net::IpAddr = if v6 { std::net::Ipv6Addr::UNSPECIFIED.into() } else { o.addr4.into() };
+                self.sample_tcp_listener(key, SocketAddr::new(ip, o.port));
+            }
+            Event::Request(r) => self.requests.record_request(&r),
+            Event::ConnClose(e) => {
+                let kind = match e.class {
+                    close::PREMATURE => Some(CauseKind::Premature),
+                    close::KEEPALIVE_RACE => Some(CauseKind::KeepaliveRace),
+                    close::PROXY_ABORT => Some(CauseKind::ProxyAbort),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    let target = self.requests.target_of(e.hdr.pid, e.fd).cloned();
+                    self.correlator.cause(Cause { ts_ns: e.hdr.ts_ns, pid: e.hdr.pid, kind, target, age_ns: e.request_age_ns, idle_ns: e.idle_ns });
+                }
+                self.requests.record_close(&e, crate::events::comm(&e.hdr));
+            }
+            Event::Signal(s) => self.requests.record_signal(
+                s.hdr.ts_ns,
+                s.target_pid as u32,
+                crate::events::comm_str(&s.target_comm),
+                s.sig,
+                s.code,
+                s.hdr.pid,
+                crate::events::comm(&s.hdr),
+            ),
+            Event::Exit(x) => self.requests.record_exit(x.hdr.ts_ns, x.hdr.pid, crate::events::comm(&x.hdr)),
+            Event::Fork(f) => self.requests.record_fork(f.hdr.pid, f.child_pid),
+            Event::Accept(a) => {
+                let local = SocketAddr::new(crate::events::ip(a.peer_family, &a.local_addr), a.local_port);
+                self.tcp.record_accept(key_of(&local), local, a.wait_ns);
+            }
+            Event::Status(s) => self.correlator.status(s.hdr.ts_ns, s.hdr.pid, s.fd, s.status),
+        }
+        Ok(())
+    }
+
+    /// A batch of events is done: report cut requests that are explained or waited long enough.
+    pub fn end_batch(&mut self) -> io::Result<()> {
+        self.env.mark(Mark::Batch);
+        let now = self.env.now_ns();
+        self.report_cut(Some(now))
+    }
+
+    fn report_cut(&mut self, now: Option<u64>) -> io::Result<()> {
+        for cut in self.requests.take_cut(now) {
+            self.out.upstream_close(&UpstreamClose::new(&cut, &self.tb))?;
+        }
+        Ok(())
+    }
+
+    /// The periodic summary (changed targets only).
+    pub fn tick(&mut self, source: impl FnOnce() -> (u64, Lost)) -> io::Result<()> {
+        self.env.mark(Mark::Tick);
+        self.summary(source, false)
+    }
+
+    /// The end: everything still pending is reported, then the final summary. (The caller
+    /// writes the recording's end mark once it has asked its last question.)
+    pub fn finish(&mut self, source: impl FnOnce() -> (u64, Lost)) -> io::Result<()> {
+        self.report_cut(None)?;
+        self.correlator.finish();
+        self.summary(source, true)
+    }
+
+    fn summary(&mut self, source: impl FnOnce() -> (u64, Lost), is_final: bool) -> io::Result<()> {
+        self.source_stats = self.env.source_stats(source);
+        let nstat = self.env.nstat();
+        let tcp_of = |t: &crate::collector::TargetStats| match t.target {
+            Target::Inet(a) => self.tcp.targets.get(&a),
+            _ => None,
+        };
+        let requests_of = |t: &crate::collector::TargetStats| self.requests.targets.get(&t.target);
+        let summary = |t: &crate::collector::TargetStats| TargetSummary::new(t, tcp_of(t), requests_of(t), &self.tb, is_final);
+        let targets: Vec<TargetSummary> =
+            if is_final { self.stats.targets().map(summary).collect() } else { self.stats.take_dirty().iter().map(summary).collect() };
+        let listeners: Vec<TcpListenerSummary> = if is_final {
+            self.tcp.listeners.values().map(|l| TcpListenerSummary::new(l, true)).collect()
+        } else {
+            self.tcp.take_dirty().iter().map(|l| TcpListenerSummary::new(l, false)).collect()
+        };
+        let stats = Stats {
+            kind: "stats",
+            is_final,
+            events: self.source_stats.0,
+            lost: self.source_stats.1.clone(),
+            untracked_connects: self.stats.untracked + self.tcp.untracked,
+            probes: self.probes.clone(),
+            node_counters: crate::netstat::delta(&self.nstat_start, &nstat),
+        };
+        self.out.summary(&targets, &listeners, &stats)
+    }
+}
