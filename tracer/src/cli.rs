@@ -42,6 +42,59 @@ pub enum Command {
     Record(RecordArgs),
     /// The verdict report of a recording (offline, no root needed).
     Report(ReportArgs),
+    /// Run continuously: Prometheus metrics on /metrics (127.0.0.1:9477), optional JSON-lines event
+    /// file with size-based rotation; SIGHUP reloads the config file, SIGTERM detaches cleanly.
+    #[command(after_help = "EXAMPLES:
+    tracer daemon
+    tracer daemon --config /etc/upstream-tracer.toml
+    tracer daemon --listen 0.0.0.0:9477 --events /var/log/upstream-tracer/events.jsonl
+
+CONFIG (TOML, keys are the flag names; flags win):
+    listen = \"127.0.0.1:9477\"
+    events = \"/var/log/upstream-tracer/events.jsonl\"
+    events-max-mb = 100
+    comm = \"nginx\"")]
+    Daemon(DaemonArgs),
+}
+
+/// Daemon settings: each flag may also come from the config file (same name); flags win.
+#[derive(Args, Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DaemonArgs {
+    /// TOML config file (re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where to serve /metrics and /healthz [default: 127.0.0.1:9477].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Also write every event as JSON lines (same schema as `watch --json`) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Rotate the events file at this size, in MiB [default: 100].
+    #[arg(long, value_name = "MIB")]
+    pub events_max_mb: Option<u64>,
+    /// Rotated event files kept [default: 3].
+    #[arg(long, value_name = "N")]
+    pub events_keep: Option<u32>,
+    /// Upstream/listener label values exported as such; the rest become "other" [default: 50].
+    #[arg(long, value_name = "N")]
+    pub max_upstream_labels: Option<usize>,
+    /// Trace only processes with this name ('*' = any) [default: nginx].
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Trace only processes in this cgroup (v2 directory).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Ring buffer size in KiB [default: 4096].
+    #[arg(long, value_parser = parse_ringbuf_kib, value_name = "KIB")]
+    pub ringbuf_kib: Option<u32>,
+    /// Most upstream targets kept in memory [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_targets: Option<usize>,
+    /// Size of each per-connection kernel map [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub map_entries: Option<u32>,
 }
 
 /// Which processes to trace and for how long (shared by watch, diagnose, record).
@@ -65,6 +118,9 @@ pub struct TraceArgs {
     /// Most upstream targets itemised; connects to more are counted as untracked.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub max_targets: usize,
+    /// Size of each per-connection kernel map (LRU: the oldest entry goes when full, and is counted).
+    #[arg(long, value_name = "N")]
+    pub map_entries: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]

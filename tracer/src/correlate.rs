@@ -106,6 +106,11 @@ impl Correlator {
         }
     }
 
+    /// Hand over the statuses seen so far (the daemon counts them and keeps nothing).
+    pub fn drain_statuses(&mut self) -> Vec<Status> {
+        std::mem::take(&mut self.statuses)
+    }
+
     /// At the end: whatever is still pending was absorbed.
     pub fn finish(&mut self) {
         for q in self.pending.values_mut() {

@@ -57,6 +57,7 @@ async fn live(trace: &TraceArgs, nginx_args: &NginxArgs, output: &ReportOutputAr
         all_connections: false,
         record,
         nginx: Some(found.clone()),
+        hooks: None,
         on_ready: Box::new(move || {
             *logs_ready.lock().expect("not poisoned") = paths.iter().map(|p| ErrorLog::open_at_end(Path::new(p))).collect();
         }),

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod collector;
 pub mod correlate;
+pub mod daemon;
 pub mod diagnose;
 pub mod env;
 pub mod errno;

@@ -160,12 +160,22 @@ pub fn preflight() -> anyhow::Result<()> {
 }
 
 /// Load the object, set the filter, attach `probes`.
-pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32) -> anyhow::Result<Loaded> {
+/// The per-connection LRU maps `--map-entries` resizes.
+pub const CONNECTION_MAPS: &[&str] =
+    &["PENDING_CONNECT", "CONNECTING", "ACCEPT_QUEUE", "PENDING_ACCEPT", "CONNS", "CONNECTED_FD", "SK_BY_FD", "FD_CALL"];
+
+pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entries: Option<u32>) -> anyhow::Result<Loaded> {
     let start = Instant::now();
     let config = filter.config()?;
     let overflow_reason = tracepoint_symbol("skb", "kfree_skb", "TCP_LISTEN_OVERFLOW").unwrap_or(0);
     let no_socket_reason = tracepoint_symbol("skb", "kfree_skb", "NO_SOCKET").unwrap_or(0);
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(n) = map_entries {
+        for m in CONNECTION_MAPS {
+            loader.map_max_entries(m, n);
+        }
+    }
+    let mut ebpf = loader
         .override_global("FILTER", &config, true)
         .override_global("LISTEN_OVERFLOW_REASON", &overflow_reason, true)
         .override_global("NO_SOCKET_REASON", &no_socket_reason, true)

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             Command::Diagnose(args) => tracer::diagnose::diagnose(args).await,
             Command::Record(args) => tracer::diagnose::record(args).await,
             Command::Report(args) => tracer::diagnose::report_cmd(args),
+            Command::Daemon(args) => tracer::daemon::run(args).await,
         }
     });
     match result {

@@ -47,6 +47,9 @@ pub struct Session {
     pub app_masters: Option<aya::maps::HashMap<aya::maps::MapData, u32, u8>>,
     /// Latest (events decoded, lost) of the live source.
     pub source_stats: (u64, Lost),
+    /// When set, every completed request's (target, ttfb ns, total ns) is kept here for the
+    /// daemon's Prometheus histograms (it drains them after each batch).
+    pub request_samples: Option<Vec<(Option<Target>, u64, u64)>>,
 }
 
 impl Session {
@@ -70,7 +73,13 @@ impl Session {
             owners: HashMap::new(),
             app_masters: None,
             source_stats: (0, Lost::default()),
+            request_samples: None,
         }
+    }
+
+    /// Send events to a different output from now on (the daemon's SIGHUP).
+    pub fn replace_output(&mut self, out: Box<dyn Output>) {
+        self.out = out;
     }
 
     /// Is `remote` served by a listener on this host? (sock_diag, cached per target)
@@ -191,7 +200,13 @@ impl Session {
                 let ip: std::net::IpAddr = if v6 { std::net::Ipv6Addr::UNSPECIFIED.into() } else { o.addr4.into() };
                 self.sample_tcp_listener(key, SocketAddr::new(ip, o.port));
             }
-            Event::Request(r) => self.requests.record_request(&r),
+            Event::Request(r) => {
+                self.requests.record_request(&r);
+                if let Some(samples) = self.request_samples.as_mut() {
+                    let target = self.requests.target_of(r.hdr.pid, r.fd).cloned();
+                    samples.push((target, r.first_byte_ns.saturating_sub(r.start_ns), r.last_byte_ns.saturating_sub(r.start_ns)));
+                }
+            }
             Event::ConnClose(e) => {
                 let kind = match e.class {
                     close::PREMATURE => Some(CauseKind::Premature),

@@ -21,13 +21,17 @@ pub struct Source {
 pub struct Lost {
     pub ringbuf_full: u64,
     pub pending_map_full: u64,
+    /// A per-connection map was full: a connection is not followed (LRU evictions are not
+    /// counted here: they drop the oldest entry instead).
+    #[serde(default)]
+    pub conn_map_full: u64,
     pub addr_read_failed: u64,
     pub decode_errors: u64,
 }
 
 impl Lost {
     pub fn total_dropped(&self) -> u64 {
-        self.ringbuf_full + self.pending_map_full + self.decode_errors
+        self.ringbuf_full + self.pending_map_full + self.conn_map_full + self.decode_errors
     }
 }
 
@@ -63,6 +67,7 @@ impl Source {
         Lost {
             ringbuf_full: sum(counters::RINGBUF_FULL),
             pending_map_full: sum(counters::PENDING_MAP_FULL),
+            conn_map_full: sum(counters::CONN_MAP_FULL),
             addr_read_failed: sum(counters::ADDR_READ_FAILED),
             decode_errors: self.decode_errors,
         }

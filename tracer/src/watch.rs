@@ -69,14 +69,23 @@ pub struct LiveRun<'a> {
     pub nginx: Option<crate::nginx::Discovery>,
     /// Called once every probe is attached (e.g. to start following nginx's error log).
     pub on_ready: Box<dyn FnOnce() + 'a>,
+    /// The daemon's extra work: after each batch, and on SIGHUP (None: SIGHUP is not handled).
+    pub hooks: Option<&'a mut dyn LiveHooks>,
+}
+
+pub trait LiveHooks {
+    /// Before the first event.
+    fn start(&mut self, s: &mut Session);
+    fn after_batch(&mut self, s: &mut Session) -> anyhow::Result<()>;
+    fn reload(&mut self, s: &mut Session);
 }
 
 /// Attach, trace until the duration ends or SIGINT/SIGTERM, and return the finished session.
-pub async fn run_live(run: LiveRun<'_>) -> anyhow::Result<Session> {
+pub async fn run_live(mut run: LiveRun<'_>) -> anyhow::Result<Session> {
     load::preflight()?;
     let filter = filter(run.trace)?;
     let probes: Vec<_> = CONNECT_PROBES.iter().chain(TCP_PROBES).chain(REQUEST_PROBES).collect();
-    let mut loaded = load::load(&filter, &probes, run.trace.ringbuf_kib * 1024)?;
+    let mut loaded = load::load(&filter, &probes, run.trace.ringbuf_kib * 1024, run.trace.map_entries)?;
     let mut source = Source::new(&mut loaded.ebpf)?;
     let attached = loaded.probes.iter().filter(|p| p.attached).count();
     let tb = Timebase::now();
@@ -96,6 +105,9 @@ pub async fn run_live(run: LiveRun<'_>) -> anyhow::Result<Session> {
     let recording = recorder.is_some();
     let mut session = Session::new(Env::live(recorder), tb, loaded.probes.clone(), run.out, run.trace.max_targets, run.all_connections);
     session.app_masters = loaded.ebpf.take_map("APP_MASTERS").and_then(|m| aya::maps::HashMap::try_from(m).ok());
+    if let Some(h) = run.hooks.as_mut() {
+        h.start(&mut session);
+    }
     (run.on_ready)();
     eprintln!(
         "tracer: watching connects of {} ({attached}/{} probes attached in {} ms); Ctrl-C to stop",
@@ -109,6 +121,7 @@ pub async fn run_live(run: LiveRun<'_>) -> anyhow::Result<Session> {
     tick.tick().await;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = if run.hooks.is_some() { Some(signal(SignalKind::hangup())?) } else { None };
     let mut batch = Vec::new();
     let mut lost_shown = 0;
     let keep = |raw: &[u8]| if recording { raw.to_vec() } else { Vec::new() };
@@ -128,18 +141,29 @@ pub async fn run_live(run: LiveRun<'_>) -> anyhow::Result<Session> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = async { sighup.as_mut().expect("guarded").recv().await }, if sighup.is_some() => {
+                if let Some(h) = run.hooks.as_mut() {
+                    h.reload(&mut session);
+                }
+            }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
         }
         for (e, raw) in batch.drain(..) {
             session.handle(e, &raw)?;
         }
         session.end_batch()?;
+        if let Some(h) = run.hooks.as_mut() {
+            h.after_batch(&mut session)?;
+        }
     }
     source.drain(|e, raw| batch.push((e, keep(raw))));
     for (e, raw) in batch.drain(..) {
         session.handle(e, &raw)?;
     }
     session.finish(|| (source.events, source.lost()))?;
+    if let Some(h) = run.hooks.as_mut() {
+        h.after_batch(&mut session)?;
+    }
     if let Some(e) = session.env.record_error.take() {
         anyhow::bail!("writing the record file failed: {e}");
     }
@@ -158,6 +182,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         record: None,
         nginx: None,
         on_ready: Box::new(|| {}),
+        hooks: None,
     })
     .await?;
     s.env.mark(crate::record::Mark::End);

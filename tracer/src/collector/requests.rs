@@ -152,7 +152,7 @@ impl Requests {
 
     /// A connect() by the proxy: its fd now names `target`.
     pub fn record_connect(&mut self, pid: u32, fd: i32, target: &Target) {
-        if self.fd_target.len() > 1_000_000 {
+        if self.fd_target.len() > 100_000 {
             self.fd_target.clear(); // bounded: stale fds of dead workers
         }
         self.fd_target.insert((pid, fd), target.clone());

@@ -3,8 +3,10 @@
 
 pub mod html;
 pub mod jsonl;
+pub mod prometheus;
 pub mod records;
 pub mod report;
+pub mod rotating;
 pub mod terminal;
 
 use std::io;
