@@ -153,3 +153,13 @@ pub async fn run(cli: DaemonArgs) -> anyhow::Result<()> {
     eprintln!("tracer: detached");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_packaged_config_is_valid() {
+        let a: crate::cli::DaemonArgs = toml::from_str(include_str!("../../packaging/upstream-tracer.toml")).unwrap();
+        assert_eq!(a.listen, Some("127.0.0.1:9477".parse().unwrap()));
+        assert_eq!(a.map_entries, Some(65536));
+    }
+}
