@@ -45,13 +45,6 @@ fn overflow_run(name: &str, host: &str, n: u32, app_sleep: f64, location_extra: 
     }
 }
 
-fn listener_of<'a>(run: &'a Run, bind: &str) -> &'a serde_json::Value {
-    final_listener(&run.records, bind).unwrap_or_else(|| {
-        let ls: Vec<_> = run.records.iter().filter(|r| r["type"] == "tcp_listener").collect();
-        panic!("no tcp_listener record for {bind}: {ls:?}")
-    })
-}
-
 fn u(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }

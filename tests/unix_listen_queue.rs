@@ -106,22 +106,28 @@ fn tracing_changes_no_status_count() {
     assert_eq!(untraced, traced, "the same load gives the same status counts with and without the tracer");
 }
 
-#[test]
-fn missing_socket_is_enoent_for_every_502() {
-    require_root();
-    let scratch = Scratch::new("enoent");
-    let sock = scratch.path("absent.sock");
-    let nginx = nginx_for(&scratch, &sock);
+/// 30 requests through nginx to `sock`: every 502 must be one connect() failing with `errno`,
+/// matching nginx's access log and its error-log lines `log_text`. Returns the target record.
+fn every_502_is(scratch: &Scratch, sock: &std::path::Path, errno: &str, log_text: &str) -> serde_json::Value {
+    let nginx = nginx_for(scratch, sock);
     let tracer = trace(&nginx);
     ab(&nginx.url(), 30, 5).expect("ab runs");
     let records = tracer.stop().unwrap();
     let n502 = nginx.count_status(502);
-    let t = final_target(&records, &format!("unix:{}", sock.display()));
+    let t = final_target(&records, &format!("unix:{}", sock.display())).cloned();
     eprintln!("502s {n502}, tracer {t:?}");
     assert_eq!(n502, 30);
-    assert_eq!(errno_count(t, "ENOENT"), n502);
-    assert_eq!(nginx.error_lines("(2: No such file or directory)"), n502);
-    assert!(t.unwrap()["listener"].is_null(), "no listener behind a missing path");
+    assert_eq!(errno_count(t.as_ref(), errno), n502);
+    assert_eq!(nginx.error_lines(log_text), n502);
+    t.expect("target record")
+}
+
+#[test]
+fn missing_socket_is_enoent_for_every_502() {
+    require_root();
+    let scratch = Scratch::new("enoent");
+    let t = every_502_is(&scratch, &scratch.path("absent.sock"), "ENOENT", "(2: No such file or directory)");
+    assert!(t["listener"].is_null(), "no listener behind a missing path");
 }
 
 #[test]
@@ -132,14 +138,5 @@ fn socket_not_accessible_to_nginx_workers_is_eacces() {
     // umask 077: the socket is 0700 root, nginx's workers run as nobody.
     let _g = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), umask: 0o077, app_sleep: 0.0, ..Default::default() })
         .expect("gunicorn starts");
-    let nginx = nginx_for(&scratch, &sock);
-    let tracer = trace(&nginx);
-    ab(&nginx.url(), 30, 5).expect("ab runs");
-    let records = tracer.stop().unwrap();
-    let n502 = nginx.count_status(502);
-    let t = final_target(&records, &format!("unix:{}", sock.display()));
-    eprintln!("502s {n502}, tracer {t:?}");
-    assert_eq!(n502, 30);
-    assert_eq!(errno_count(t, "EACCES"), n502);
-    assert_eq!(nginx.error_lines("(13: Permission denied)"), n502);
+    every_502_is(&scratch, &sock, "EACCES", "(13: Permission denied)");
 }

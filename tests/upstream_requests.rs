@@ -154,17 +154,6 @@ fn time_to_first_byte_matches_upstream_header_time() {
     assert!((p99 - n99).abs() <= 2.0, "p99 {p99} vs $upstream_header_time {n99}");
 }
 
-/// A POST through nginx on its own connection; returns the status code.
-fn post(port: u16) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
-    s.set_nodelay(true).unwrap();
-    s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi").unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 #[test]
 fn keepalive_races_are_classified_with_the_idle_time() {
     require_root();
@@ -191,11 +180,11 @@ fn keepalive_races_are_classified_with_the_idle_time() {
     // Each POST reuses nginx's idle upstream connection, aimed at the instant the upstream
     // closes it (IDLE after the previous response), swept over ±1.5 ms around that instant.
     let mut statuses = std::collections::BTreeMap::new();
-    assert_eq!(post(nginx.port), 200);
+    assert_eq!(post(nginx.port, "/"), 200);
     for i in 0..30 {
         let offset_us = -1500.0 + 100.0 * i as f64;
         std::thread::sleep(Duration::from_secs_f64(IDLE + offset_us / 1e6));
-        *statuses.entry(post(nginx.port)).or_insert(0u64) += 1;
+        *statuses.entry(post(nginx.port, "/")).or_insert(0u64) += 1;
     }
     std::thread::sleep(Duration::from_secs_f64(IDLE + 0.3)); // one last idle close
     let records = tracer.stop().unwrap();
@@ -250,7 +239,7 @@ fn uwsgi_max_requests_recycling_is_blamed_for_its_502s() {
         .map(|_| {
             std::thread::spawn(move || {
                 for _ in 0..75 {
-                    post(port);
+                    post(port, "/");
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })

@@ -60,17 +60,6 @@ fn start(name: &str, no_access_log: bool) -> Scenario {
     }
 }
 
-/// A POST through nginx to `path` on its own connection; the status.
-fn post(port: u16, path: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_nodelay(true).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi").unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 /// Drive all four failures; returns what the clients received, per path.
 fn drive(s: &Scenario) -> BTreeMap<String, BTreeMap<u16, u64>> {
     let port = s.nginx.port;

@@ -428,6 +428,15 @@ pub fn burst_path(port: u16, path: &str, n: usize) -> BTreeMap<u16, u64> {
     m
 }
 
+/// A POST to `path` through nginx on its own connection (no client keep-alive); the status.
+pub fn post(port: u16, path: &str) -> u16 {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+    s.set_nodelay(true).expect("nodelay");
+    write!(s, "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi").expect("send");
+    read_all(s).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
 /// `tracer watch --json` as a child process.
 pub struct Tracer {
     proc: Proc,
@@ -537,7 +546,9 @@ pub fn read_all(mut r: impl Read) -> String {
 /// Timing-sensitive scenarios (a burst against a 0.5 s app) hold this so that other tests' load
 /// on the 2-core machine does not stretch their burst past one request time. A file lock, so it
 /// holds across test binaries and runners that use one process per test.
-pub struct Exclusive(std::fs::File);
+pub struct Exclusive {
+    _lock: std::fs::File,
+}
 
 pub fn exclusive() -> Exclusive {
     use std::os::fd::AsRawFd;
@@ -549,5 +560,5 @@ pub fn exclusive() -> Exclusive {
         .expect("open the e2e lock file");
     // SAFETY: flock on an fd we own; released when the file is closed (on drop).
     assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
-    Exclusive(f)
+    Exclusive { _lock: f }
 }

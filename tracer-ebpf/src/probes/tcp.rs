@@ -108,6 +108,13 @@ fn addrs(ctx: &TracePointContext, sport: usize, dport: usize, family: usize, sad
     a
 }
 
+/// The address block of sock:inet_sock_set_state (sport 24, dport 26, family 28, saddr 32,
+/// daddr 36, saddr_v6 40, daddr_v6 56: see its format file).
+#[inline(always)]
+fn set_state_addrs(ctx: &TracePointContext) -> TcpAddrs {
+    addrs(ctx, 24, 26, 28, 32, 36, 40, 56)
+}
+
 // sock:inet_sock_set_state offsets (see its format file).
 const SS_SKADDR: usize = 8;
 const SS_OLD: usize = 16;
@@ -137,7 +144,7 @@ pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
         }
         (TCP_SYN_SENT, _) => {
             let Some(c) = CONNECTING.get_ptr(&sk) else { return 0 };
-            let a = addrs(&ctx, 24, 26, 28, 32, 36, 40, 56);
+            let a = set_state_addrs(&ctx);
             let now = now_ns();
             match EVENTS.reserve::<TcpConnectEvent>(0) {
                 Some(mut entry) => {
@@ -166,7 +173,7 @@ pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
         }
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
             // A child socket completed the handshake and is now in its listener's accept queue.
-            let a = addrs(&ctx, 24, 26, 28, 32, 36, 40, 56);
+            let a = set_state_addrs(&ctx);
             let key = PeerKey { family: a.family, port: a.dport, _pad: 0, addr: a.daddr };
             let q = Queued { since_ns: now_ns(), local_port: a.sport, _pad: [0; 3], local_addr: a.saddr };
             if ACCEPT_QUEUE.insert(&key, &q, 0).is_err() {
