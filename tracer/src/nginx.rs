@@ -45,10 +45,18 @@ pub fn masters() -> Vec<u32> {
     out
 }
 
+/// The master's command line. nginx overwrites its argv with a title ("nginx: master process
+/// /usr/sbin/nginx -c …"), so /proc/PID/cmdline is one space-separated string, not NUL-separated
+/// arguments.
 fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
-        .unwrap_or_default()
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    split_cmdline(&raw)
+}
+
+fn split_cmdline(raw: &[u8]) -> Vec<String> {
+    let joined = raw.split(|&c| c == 0).filter(|s| !s.is_empty()).map(String::from_utf8_lossy).collect::<Vec<_>>().join(" ");
+    let args = joined.strip_prefix("nginx: master process ").unwrap_or(&joined);
+    args.split_whitespace().map(str::to_string).collect()
 }
 
 /// Value of a one-letter nginx flag (`-c conf` or `-cconf`).
@@ -251,6 +259,16 @@ mod tests {
         assert_eq!(d.upstream_keepalive_timeout_s, Some(30.0), "only inside upstream {{}}");
         assert_eq!(d.proxy_read_timeout_s, Some(2.0));
         assert_eq!(d.proxy_connect_timeout_s, Some(0.5));
+    }
+
+    #[test]
+    fn master_title_is_split_into_arguments() {
+        let title = b"nginx: master process /usr/sbin/nginx -c /tmp/x/nginx.conf -p /tmp/x -e /tmp/x/error.log\0\0\0";
+        let args = split_cmdline(title);
+        assert_eq!(flag(&args, "-c").as_deref(), Some("/tmp/x/nginx.conf"));
+        assert_eq!(flag(&args, "-e").as_deref(), Some("/tmp/x/error.log"));
+        let plain = split_cmdline(b"/usr/sbin/nginx\0-c\0/etc/nginx/nginx.conf\0");
+        assert_eq!(flag(&plain, "-c").as_deref(), Some("/etc/nginx/nginx.conf"));
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub fn run(requests: u32) -> Result<()> {
     check_interrupt()?;
 
     let mut cmd = Command::new(&tracer_bin);
-    cmd.args(["watch", "--pid", &nginx.master_pid().to_string(), "--interval", "2s"]).stderr(Stdio::piped());
+    // `diagnose`: quiet while tracing, then one verdict per root cause with its proof and fix.
+    cmd.args(["diagnose", "--pid", &nginx.master_pid().to_string()]).arg("--html").arg(scratch.path("report.html")).stderr(Stdio::piped());
     let mut tracer = Proc::spawn("tracer", &mut cmd)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let err = tracer.child.stderr.take().context("tracer stderr")?;
@@ -90,12 +91,11 @@ pub fn run(requests: u32) -> Result<()> {
     println!("\nnginx's own logs (ground truth):");
     println!("  access log: {}", shown.join(", "));
     println!("  error log:  {eagain_lines} × \"connect() to unix:… failed (11: Resource temporarily unavailable)\"");
-    println!(
-        "\nEach 502 above is one connect() that returned EAGAIN on unix:{}: its listen queue (gunicorn \
-         pid {}, --backlog 16) was full. Raise the app server's backlog (and net.core.somaxconn if lower) \
-         or add workers.",
-        sock.display(),
-        gunicorn.master_pid()
-    );
+    println!("  gunicorn master pid {} (the listener's owner the verdict should name)", gunicorn.master_pid());
+    let html = scratch.path("report.html");
+    let kept = std::env::temp_dir().join("upstream-tracer-demo.html");
+    if std::fs::copy(&html, &kept).is_ok() {
+        println!("\nHTML report (open it in a browser): {}", kept.display());
+    }
     Ok(())
 }
