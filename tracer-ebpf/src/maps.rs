@@ -25,6 +25,26 @@ pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[no_mangle]
 static FILTER: FilterConfig = FilterConfig::ALL;
 
+/// Submit flags for a ring-buffer record. Waking the reader costs an irq_work self-interrupt per
+/// record (a VM exit in a VM: microseconds, charged to the probe), so records are submitted
+/// without a wake-up until a batch has built up; userspace also drains on a short timer.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    const WAKEUP_BYTES: u64 = 256 * 1024;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Flags for the per-connection LRU maps: one LRU list per CPU instead of a global one behind a
+/// spinlock (BPF_F_NO_COMMON_LRU).
+pub const LRU_PER_CPU: u32 = 1 << 1;
+
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {

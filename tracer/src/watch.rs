@@ -58,6 +58,9 @@ pub fn describe(f: &Filter) -> String {
     }
 }
 
+/// How often the ring buffer is drained without a wake-up from the kernel.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
 /// What a live run is for.
 pub struct LiveRun<'a> {
     pub trace: &'a TraceArgs,
@@ -119,6 +122,10 @@ pub async fn run_live(mut run: LiveRun<'_>) -> anyhow::Result<Session> {
     let deadline = run.trace.duration.map(|d| tokio::time::Instant::from_std(Instant::now() + d));
     let mut tick = tokio::time::interval(run.interval);
     tick.tick().await;
+    // The kernel side wakes us only once a batch has built up (a wake-up per record costs more
+    // than the probe itself), so the ring is also drained on this short timer.
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = if run.hooks.is_some() { Some(signal(SignalKind::hangup())?) } else { None };
@@ -128,6 +135,7 @@ pub async fn run_live(mut run: LiveRun<'_>) -> anyhow::Result<Session> {
     loop {
         tokio::select! {
             r = source.next_batch(|e, raw| batch.push((e, keep(raw)))) => r?,
+            _ = poll.tick() => source.drain(|e, raw| batch.push((e, keep(raw)))),
             _ = tick.tick() => {
                 session.tick(|| (source.events, source.lost()))?;
                 if let Some(l) = loaded.logger.as_mut() {

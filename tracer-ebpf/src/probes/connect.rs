@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use tracer_common::{connect::SOCKADDR_MAX, counters, kind, ConnectEvent, ListenEvent};
 
-use crate::maps::{count, header, now_ns, pid_tgid, traced, EVENTS};
+use crate::maps::{EVENTS, LRU_PER_CPU, count, header, now_ns, pid_tgid, submit_flags, traced};
 
 // Offsets in the syscall tracepoint records (see /sys/kernel/tracing/events/syscalls/*/format):
 // 8 bytes of common fields, the syscall nr, then each argument as 8 bytes from offset 16.
@@ -40,7 +40,7 @@ pub struct PendingConnect {
 
 /// Keyed by pid_tgid (one connect() per thread at a time). LRU: a lost exit cannot leak an entry.
 #[map]
-static PENDING_CONNECT: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_entries(16384, 0);
+static PENDING_CONNECT: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_entries(16384, LRU_PER_CPU);
 
 #[tracepoint]
 pub fn connect_enter(ctx: TracePointContext) -> u32 {
@@ -108,7 +108,7 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
                 (*e).addrlen = (*p).addrlen;
                 (*e).addr = (*p).addr;
             }
-            entry.submit(0);
+            entry.submit(submit_flags());
         }
         None => count(counters::RINGBUF_FULL),
     }
@@ -125,7 +125,7 @@ pub fn listen_enter(ctx: TracePointContext) -> u32 {
         (ctx.read_at::<u64>(ARG0).unwrap_or(0) as i32, ctx.read_at::<u64>(ARG1).unwrap_or(0) as i32)
     };
     let ev = ListenEvent { hdr: header(kind::LISTEN, id), fd, backlog };
-    if EVENTS.output::<ListenEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ListenEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
     }
     0

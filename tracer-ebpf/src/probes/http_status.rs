@@ -6,7 +6,7 @@
 use aya_ebpf::helpers::bpf_probe_read_user_buf;
 use tracer_common::{counters, kind, StatusEvent};
 
-use crate::maps::{count, header, EVENTS};
+use crate::maps::{EVENTS, count, header, submit_flags};
 
 // Syscall numbers (the tracepoint record's __syscall_nr) of the writes that can carry a status line.
 #[cfg(bpf_target_arch = "aarch64")]
@@ -51,7 +51,7 @@ pub fn check(pid_tgid: u64, syscall: i32, fd: i32, arg1: u64) {
     }
     let status = 500 + (line[10] - b'0') as u16 * 10 + (line[11] - b'0') as u16;
     let ev = StatusEvent { hdr: header(kind::STATUS, pid_tgid), fd, status, _pad: 0 };
-    if EVENTS.output::<StatusEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<StatusEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
     }
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{counters, kind, ExitEvent, ForkEvent, SignalEvent};
 
-use crate::maps::{count, header, pid_tgid, EVENTS};
+use crate::maps::{EVENTS, count, header, pid_tgid, submit_flags};
 
 /// Signals that end a process unless handled: what kills workers (timeouts, harakiri, OOM, ^C).
 #[inline(always)]
@@ -32,7 +32,7 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         code: unsafe { ctx.read_at(16) }.unwrap_or(0),
         result: unsafe { ctx.read_at(44) }.unwrap_or(0),
     };
-    if EVENTS.output::<SignalEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<SignalEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
     }
     0
@@ -45,7 +45,7 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let ev = ExitEvent { hdr: header(kind::EXIT, pid_tgid()) };
-    if EVENTS.output::<ExitEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ExitEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
     }
     0
@@ -63,7 +63,7 @@ pub fn process_fork(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let ev = ForkEvent { hdr: header(kind::FORK, id), child_pid: unsafe { ctx.read_at::<i32>(20) }.unwrap_or(0) as u32, _pad: 0 };
-    if EVENTS.output::<ForkEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ForkEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
     }
     0

@@ -25,7 +25,7 @@ use tracer_common::{
     ConnCloseEvent, EventHeader, RequestEvent,
 };
 
-use crate::maps::{count, header, now_ns, pid_tgid, traced, EVENTS};
+use crate::maps::{EVENTS, LRU_PER_CPU, count, header, now_ns, pid_tgid, submit_flags, traced};
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
@@ -57,19 +57,19 @@ pub struct Conn {
 }
 
 #[map]
-static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(65536, 0);
+static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
 /// (tgid << 32 | fd) connect()ed by a traced process, not yet bound to a socket.
 #[map]
-static CONNECTED_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+static CONNECTED_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
 /// (tgid << 32 | fd) → struct sock of a followed connection (for close()).
 #[map]
-static SK_BY_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+static SK_BY_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
 /// The fd of the I/O syscall each traced thread is in.
 #[map]
-static FD_CALL: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
+static FD_CALL: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, LRU_PER_CPU);
 
 #[inline(always)]
 fn fd_key(pid_tgid: u64, fd: i32) -> u64 {
@@ -143,7 +143,7 @@ fn emit_request(c: &Conn, sk: u64, end_reason: u32) {
                 (*e).family = c.family;
                 (*e)._pad = 0;
             }
-            entry.submit(0);
+            entry.submit(submit_flags());
         }
         None => count(counters::RINGBUF_FULL),
     }
@@ -168,7 +168,7 @@ fn emit_close(c: &Conn, sk: u64, class: u32, how_: u32, age_ns: u64, idle_ns: u6
                 (*e).family = c.family;
                 (*e)._pad = 0;
             }
-            entry.submit(0);
+            entry.submit(submit_flags());
         }
         None => count(counters::RINGBUF_FULL),
     }

@@ -20,7 +20,7 @@ use tracer_common::{
     counters, kind, tcp::outcome, AcceptEvent, EventHeader, ListenOverflowEvent, TcpAddrs, TcpConnectEvent,
 };
 
-use crate::maps::{count, header, now_ns, pid_tgid, traced, EVENTS};
+use crate::maps::{EVENTS, LRU_PER_CPU, count, header, now_ns, pid_tgid, submit_flags, traced};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -47,7 +47,7 @@ pub struct Connecting {
 }
 
 #[map]
-static CONNECTING: LruHashMap<u64, Connecting> = LruHashMap::with_max_entries(65536, 0);
+static CONNECTING: LruHashMap<u64, Connecting> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
 /// Peer of an established connection waiting in an accept queue.
 #[repr(C)]
@@ -70,7 +70,7 @@ pub struct Queued {
 
 /// Queued (established, not yet accepted) connections by peer.
 #[map]
-static ACCEPT_QUEUE: LruHashMap<PeerKey, Queued> = LruHashMap::with_max_entries(65536, 0);
+static ACCEPT_QUEUE: LruHashMap<PeerKey, Queued> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
 /// An accept() between enter and exit: where the caller wants the peer address.
 #[repr(C)]
@@ -81,7 +81,7 @@ pub struct PendingAccept {
 }
 
 #[map]
-static PENDING_ACCEPT: LruHashMap<u64, PendingAccept> = LruHashMap::with_max_entries(16384, 0);
+static PENDING_ACCEPT: LruHashMap<u64, PendingAccept> = LruHashMap::with_max_entries(16384, LRU_PER_CPU);
 
 /// Read the inet_sock_set_state / tcp_* address block at `off` (family, sport, dport follow the
 /// layout of each tracepoint; the caller passes the offsets).
@@ -165,7 +165,7 @@ pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
                         };
                         (*e).syn_retransmits = (*c).syn_retransmits;
                     }
-                    entry.submit(0);
+                    entry.submit(submit_flags());
                 }
                 None => count(counters::RINGBUF_FULL),
             }
@@ -258,7 +258,7 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
         reason,
         _pad: 0,
     };
-    if EVENTS.output::<ListenOverflowEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ListenOverflowEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
     }
     0
@@ -323,7 +323,7 @@ pub fn accept_exit(ctx: TracePointContext) -> u32 {
         peer_addr: key.addr,
         local_addr,
     };
-    if EVENTS.output::<AcceptEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<AcceptEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
     }
     0
