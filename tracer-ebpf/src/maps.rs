@@ -25,6 +25,11 @@ pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[no_mangle]
 static FILTER: FilterConfig = FilterConfig::ALL;
 
+/// Pending bytes that make a submit wake the reader: a quarter of the ring (set by the loader),
+/// so a small ring still wakes userspace long before it is full.
+#[no_mangle]
+static WAKEUP_BYTES: u64 = 64 * 1024;
+
 /// Submit flags for a ring-buffer record. Waking the reader costs an irq_work self-interrupt per
 /// record (a VM exit in a VM: microseconds, charged to the probe), so records are submitted
 /// without a wake-up until a batch has built up; userspace also drains on a short timer.
@@ -33,8 +38,8 @@ pub fn submit_flags() -> u64 {
     const BPF_RB_NO_WAKEUP: u64 = 1;
     const BPF_RB_FORCE_WAKEUP: u64 = 2;
     const BPF_RB_AVAIL_DATA: u64 = 0;
-    const WAKEUP_BYTES: u64 = 256 * 1024;
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -179,6 +179,7 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         .override_global("FILTER", &config, true)
         .override_global("LISTEN_OVERFLOW_REASON", &overflow_reason, true)
         .override_global("NO_SOCKET_REASON", &no_socket_reason, true)
+        .override_global("WAKEUP_BYTES", &(ringbuf_bytes as u64 / 4), true)
         .map_max_entries("EVENTS", ringbuf_bytes)
         .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")))
         .context("loading the eBPF object (is this kernel ≥ 5.8 with BTF and ring buffers?)")?;

@@ -23,6 +23,8 @@ use tracer_common::request::close;
 
 /// How often a target's worker list (listener owner + its children) is refreshed at most.
 const WORKERS_EVERY_NS: u64 = 500_000_000;
+/// How long a listener's owner (found by a /proc scan) is trusted.
+const OWNER_TTL_NS: u64 = 10_000_000_000;
 
 pub struct Session {
     pub env: Env,
@@ -41,8 +43,9 @@ pub struct Session {
     nstat_start: BTreeMap<String, u64>,
     /// When each target's workers were last listed.
     workers_listed: HashMap<Target, u64>,
-    /// Listener inode → owner (a /proc scan, done once per listener).
-    owners: HashMap<u32, Option<crate::listeners::Owner>>,
+    /// Listener inode → owner and when it was looked up: a /proc/*/fd scan, far too costly to
+    /// repeat per sample on a host with many fds.
+    owners: HashMap<u32, (Option<crate::listeners::Owner>, u64)>,
     /// Where new app-server masters are announced to the kernel (fork tracking); None in replay.
     pub app_masters: Option<aya::maps::HashMap<aya::maps::MapData, u32, u8>>,
     /// Latest (events decoded, lost) of the live source.
@@ -101,9 +104,24 @@ impl Session {
         let Some((bound, l)) = self.env.tcp_listener_bound(addr) else { return };
         let prev = self.tcp.listeners.get(&key).and_then(|s| s.view.clone());
         let seen = self.stats.backlog_seen(l.inode);
-        let env = &mut self.env;
-        let view = ListenerView::new(l, prev.as_ref(), seen, |inode| env.owner_of(inode), self.somaxconn);
+        let owner = self.owner(l.inode, now);
+        let view = ListenerView::new(l, prev.as_ref(), seen, |_| owner, self.somaxconn);
         self.tcp.record_sample(key, now, bound, view);
+    }
+
+    /// The owner of listener `inode`, looked up again at most every OWNER_TTL_NS.
+    fn owner(&mut self, inode: u32, now: u64) -> Option<crate::listeners::Owner> {
+        match self.owners.get(&inode) {
+            Some((o, at)) if now.saturating_sub(*at) < OWNER_TTL_NS => o.clone(),
+            _ => {
+                let o = self.env.owner_of(inode);
+                if self.owners.len() > 10_000 {
+                    self.owners.clear();
+                }
+                self.owners.insert(inode, (o.clone(), now));
+                o
+            }
+        }
     }
 
     /// Remember which processes serve `target` (its listener's owner and that owner's
@@ -115,14 +133,7 @@ impl Session {
         }
         self.workers_listed.insert(target.clone(), now);
         let Some(l) = self.env.listener_for(target) else { return };
-        let owner = match self.owners.get(&l.inode) {
-            Some(o) => o.clone(),
-            None => {
-                let o = self.env.owner_of(l.inode);
-                self.owners.insert(l.inode, o.clone());
-                o
-            }
-        };
+        let owner = self.owner(l.inode, now);
         if let Some(o) = owner {
             if let Some(m) = self.app_masters.as_mut() {
                 if let Err(e) = m.insert(o.pid, 1, 0) {
@@ -167,8 +178,8 @@ impl Session {
                     // Sample the listener while it is failing: its queue is what explains EAGAIN.
                     let l = self.env.listener_for(&c.target);
                     let now = self.env.now_ns();
-                    let env = &mut self.env;
-                    self.stats.record_sample(&c.target, now, l, |inode| env.owner_of(inode), self.somaxconn);
+                    let owner = l.as_ref().and_then(|l| self.owner(l.inode, now));
+                    self.stats.record_sample(&c.target, now, l, |_| owner, self.somaxconn);
                 }
                 if c.failed() {
                     // Only errors nginx reports itself as a failed connect (EINPROGRESS TCP

@@ -22,12 +22,14 @@ use anyhow::{bail, Result};
 /// Durations and sizes of one bench run.
 pub struct Plan {
     pub smoke: bool,
-    /// Seconds per wrk run (phase 1) and per load run (phases 2 and 3).
+    /// Seconds per wrk run (phases 1 and 3).
     pub run_secs: f64,
+    /// Seconds per synthetic load run (phases 2 and 3).
+    pub load_secs: f64,
     /// Interleaved repetitions of (untraced, tracer, bpftrace) per configuration.
     pub reps: usize,
     pub warmup_secs: f64,
-    /// (ring buffer KiB, offered turns/s; None = as fast as possible) per throughput cell.
+    /// (ring buffer KiB, offered socket events/s; None = as fast as possible) per throughput cell.
     pub throughput_cells: Vec<(u32, Option<u64>)>,
     /// Client/echo thread pairs of the synthetic load.
     pub pairs: usize,
@@ -40,6 +42,7 @@ impl Plan {
             return Plan {
                 smoke,
                 run_secs: 1.0,
+                load_secs: 1.0,
                 reps: 1,
                 warmup_secs: 0.0,
                 throughput_cells: vec![(16, None), (4096, None)],
@@ -49,13 +52,14 @@ impl Plan {
         }
         let mut cells = Vec::new();
         for kib in [16, 256, 4096] {
-            for rate in [Some(50_000), Some(150_000), None] {
+            for rate in [Some(50_000), Some(200_000), None] {
                 cells.push((kib, rate));
             }
         }
         Plan {
             smoke,
             run_secs: 5.0,
+            load_secs: 3.0,
             reps: 3,
             warmup_secs: 2.0,
             throughput_cells: cells,
@@ -106,6 +110,18 @@ pub fn run(smoke: bool) -> Result<()> {
     }
     let plan = Plan::new(smoke);
     let mut r = report::Report::new(&plan);
+    // The revision the tracer was just built from (the tree may move on while the bench runs).
+    r.revision = git(&["describe", "--always", "--dirty"]);
+    let quiet_check = |r: &mut report::Report| {
+        let other = tools::foreign_tracepoint_progs();
+        if !other.is_empty() {
+            ctx.progress(format!("warning: {} other tracepoint programs are loaded (another tracer or test is running): numbers will be skewed", other.len()));
+            r.foreign_progs.extend(other);
+        }
+    };
+    quiet_check(&mut r);
+    r.loadavg.push(loadavg());
+    let foreign_cpu = tools::foreign_cpu_secs();
 
     ctx.progress("phase 1/4: request overhead (wrk → nginx → gunicorn; untraced, tracer, bpftrace interleaved)");
     r.overhead = overhead::run(&ctx, &plan)?;
@@ -116,6 +132,9 @@ pub fn run(smoke: bool) -> Result<()> {
     ctx.progress("phase 4/4: memory at 1 k … 100 k connections");
     r.memory = memory::run(&ctx, &plan)?;
 
+    quiet_check(&mut r);
+    r.loadavg.push(loadavg());
+    r.foreign_cpu_secs = tools::foreign_cpu_secs() - foreign_cpu;
     r.elapsed = ctx.started.elapsed();
     let md = r.markdown();
     println!("{md}");
@@ -127,6 +146,21 @@ pub fn run(smoke: bool) -> Result<()> {
     std::fs::write(&path, &md)?;
     ctx.progress(format!("done in {:.0} s; wrote {}", r.elapsed.as_secs_f64(), path.display()));
     Ok(())
+}
+
+fn git(args: &[&str]) -> String {
+    Command::new("git")
+        .arg("-C")
+        .arg(tracer_e2e::repo_root())
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The 1-minute load average: a busy machine (someone compiling) skews every number.
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(f64::NAN)
 }
 
 /// Median of a non-empty slice (NaN when empty).

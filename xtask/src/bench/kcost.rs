@@ -11,7 +11,7 @@ use anyhow::Result;
 use tracer_e2e::Scratch;
 
 use super::load::{self, CLIENT_COMM};
-use super::overhead::{Config, Stack};
+use super::overhead::{Config, Stack, WRK_CONNS, WRK_THREADS};
 use super::tools::{self, BpfStats, TracerRun};
 use super::{check_interrupt, Ctx, Plan};
 
@@ -20,6 +20,8 @@ pub struct Workload {
     /// (program, runs, total ns).
     pub progs: Vec<(String, u64, u64)>,
     pub secs: f64,
+    /// IRQ-work interrupts (ring-buffer wake-ups) per second during the workload.
+    pub irq_work_per_sec: f64,
 }
 
 pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<Workload>> {
@@ -29,31 +31,34 @@ pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<Workload>> {
         check_interrupt()?;
         let stack = Stack::start(config)?;
         let t = TracerRun::start(&ctx.tracer, &["--comm", "nginx"], stack.scratch.path("tracer.jsonl"))?;
-        tools::wrk(&stack.nginx.url(), plan.run_secs, 2, 32)?;
-        out.push(measure(ctx, format!("nginx, {}", config.label()), t, plan.run_secs)?);
+        let iwi = tools::irq_work_interrupts();
+        tools::wrk(&stack.nginx.url(), plan.run_secs, WRK_THREADS, WRK_CONNS)?;
+        out.push(measure(ctx, format!("nginx, {}", config.label()), t, plan.run_secs, iwi)?);
     }
     check_interrupt()?;
     let scratch = Scratch::new("bench-kcost");
     let t = TracerRun::start(&ctx.tracer, &["--comm", CLIENT_COMM], scratch.path("tracer.jsonl"))?;
-    let secs = std::time::Duration::from_secs_f64(plan.run_secs.max(1.0));
+    let secs = std::time::Duration::from_secs_f64(plan.load_secs);
+    let iwi = tools::irq_work_interrupts();
     let load = load::ping_pong(&scratch.path("pingpong.sock"), plan.pairs, secs, None);
-    out.push(measure(ctx, "synthetic ping-pong".into(), t, secs.as_secs_f64())?);
+    out.push(measure(ctx, "synthetic ping-pong".into(), t, secs.as_secs_f64(), iwi)?);
     load?;
     Ok(out)
 }
 
 /// Read the programs' counters while the tracer still holds them, then stop it.
-fn measure(ctx: &Ctx, name: String, t: TracerRun, secs: f64) -> Result<Workload> {
+fn measure(ctx: &Ctx, name: String, t: TracerRun, secs: f64, iwi_before: u64) -> Result<Workload> {
+    let irq_work_per_sec = tools::irq_work_interrupts().saturating_sub(iwi_before) as f64 / secs;
     let (ids, _) = tools::bpf_ids(t.pid());
     let progs = tools::prog_stats(&ids);
     t.stop()?;
     let mut progs = progs?;
-    progs.sort_by(|a, b| b.1.cmp(&a.1));
+    progs.sort_by_key(|p| std::cmp::Reverse(p.1));
     let hot: Vec<String> = progs
         .iter()
         .take(4)
         .map(|(n, runs, ns)| format!("{n} {:.0} ns × {runs}", *ns as f64 / (*runs).max(1) as f64))
         .collect();
-    ctx.progress(format!("  {name}: {}", hot.join(", ")));
-    Ok(Workload { name, progs, secs })
+    ctx.progress(format!("  {name}: {}; {irq_work_per_sec:.0} IRQ-work interrupts/s", hot.join(", ")));
+    Ok(Workload { name, progs, secs, irq_work_per_sec })
 }

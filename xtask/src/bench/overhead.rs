@@ -14,8 +14,8 @@ use tracer_e2e::{free_port, Nginx, NginxOpts, Proc, Scratch};
 use super::tools::{self, Bpftrace, TracerRun, TracerStats, Wrk};
 use super::{check_interrupt, sleep, Ctx, Plan};
 
-const WRK_THREADS: u32 = 2;
-const WRK_CONNS: u32 = 32;
+pub const WRK_THREADS: u32 = 2;
+pub const WRK_CONNS: u32 = 32;
 const GUNICORN_WORKERS: u32 = 4;
 /// Longer than nginx's upstream keepalive_timeout (1 s): the pool is empty when a run starts.
 const PAUSE_SECS: f64 = 1.5;
@@ -61,13 +61,24 @@ pub const CONFIGS: [Config; 4] = [
 pub struct Run {
     pub wrk: Wrk,
     pub tracer: Option<TracerStats>,
+    /// CPU seconds the tracer (or bpftrace) process used while wrk ran.
+    pub tracer_cpu_secs: f64,
 }
 
 pub struct ConfigResult {
     pub config: Config,
     /// One entry per repetition, in `MODES` order.
     pub reps: Vec<Vec<Run>>,
+    /// Per repetition: why it was disturbed, if it was kept anyway (retries ran out).
+    pub disturbed: Vec<Option<String>>,
+    /// Repetitions thrown away because something else ran on the machine.
+    pub retried: usize,
 }
+
+/// A repetition is redone when other processes used more CPU than this during it (about 5 % of
+/// one vCPU over its ~20 s), or loaded tracepoint programs (another tracer taxes every run).
+const DISTURBED_CPU_SECS: f64 = 1.0;
+const MAX_RETRIES: usize = 2;
 
 /// gunicorn + nginx for one configuration (dropped in reverse order: nginx, gunicorn, dir).
 pub struct Stack {
@@ -96,7 +107,7 @@ impl Stack {
 }
 
 pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<ConfigResult>> {
-    let total = CONFIGS.len() * plan.reps * MODES.len();
+    let mut total = CONFIGS.len() * plan.reps * MODES.len();
     let mut done = 0;
     let mut results = Vec::new();
     for config in CONFIGS {
@@ -110,20 +121,30 @@ pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<ConfigResult>> {
             tools::wrk(&url, plan.warmup_secs, WRK_THREADS, WRK_CONNS)?;
             sleep(PAUSE_SECS);
         }
-        let mut reps = Vec::new();
-        for rep in 0..plan.reps {
+        let (mut reps, mut disturbed, mut retried) = (Vec::new(), Vec::new(), 0);
+        while reps.len() < plan.reps {
+            let rep = reps.len();
+            let cpu_before = tools::foreign_cpu_secs();
+            let mut foreign_progs = 0;
             let mut runs = Vec::new();
             for mode in MODES {
                 check_interrupt()?;
+                foreign_progs += tools::foreign_tracepoint_progs().len();
                 let run = one_run(ctx, plan, &stack, &script, mode)?;
                 done += 1;
-                let extra = run.tracer.as_ref().map(|t| format!(" (tracer: {} events, {} lost)", t.events, t.lost)).unwrap_or_default();
+                let extra = run
+                    .tracer
+                    .as_ref()
+                    .map(|t| format!(" (tracer: {} requests followed, {} events, {} lost)", t.requests, t.events, t.lost))
+                    .unwrap_or_default();
+                let cpu = if mode == Mode::Untraced { String::new() } else { format!(", {} CPU {:.2} s", mode.label(), run.tracer_cpu_secs) };
                 ctx.progress(format!(
-                    "  [{done}/{total}] {}, rep {}, {}: {:.0} req/s, p99 {:.2} ms, {} errors{extra}",
+                    "  [{done}/{total}] {}, rep {}, {}: {:.0} req/s ({} requests), p99 {:.2} ms, {} errors{cpu}{extra}",
                     config.label(),
                     rep + 1,
                     mode.label(),
                     run.wrk.rps,
+                    run.wrk.requests,
                     run.wrk.p99_ms,
                     run.wrk.errors
                 ));
@@ -132,9 +153,23 @@ pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<ConfigResult>> {
                     sleep(PAUSE_SECS);
                 }
             }
-            reps.push(runs);
+            foreign_progs += tools::foreign_tracepoint_progs().len();
+            let foreign_cpu = tools::foreign_cpu_secs() - cpu_before;
+            let why = (foreign_progs > 0 || foreign_cpu > DISTURBED_CPU_SECS)
+                .then(|| format!("other processes used {foreign_cpu:.1} CPU-s, {foreign_progs} foreign tracepoint programs seen"));
+            match why {
+                Some(why) if retried < MAX_RETRIES => {
+                    retried += 1;
+                    total += MODES.len();
+                    ctx.progress(format!("  repetition {} disturbed ({why}): running it again", rep + 1));
+                }
+                why => {
+                    reps.push(runs);
+                    disturbed.push(why);
+                }
+            }
         }
-        results.push(ConfigResult { config, reps });
+        results.push(ConfigResult { config, reps, disturbed, retried });
     }
     Ok(results)
 }
@@ -143,18 +178,22 @@ fn one_run(ctx: &Ctx, plan: &Plan, stack: &Stack, script: &std::path::Path, mode
     let url = stack.nginx.url();
     let secs = plan.run_secs;
     Ok(match mode {
-        Mode::Untraced => Run { wrk: tools::wrk(&url, secs, WRK_THREADS, WRK_CONNS)?, tracer: None },
+        Mode::Untraced => Run { wrk: tools::wrk(&url, secs, WRK_THREADS, WRK_CONNS)?, tracer: None, tracer_cpu_secs: 0.0 },
         Mode::Tracer => {
             let t = TracerRun::start(&ctx.tracer, &["--comm", "nginx"], stack.scratch.path("tracer.jsonl"))?;
+            let cpu = tools::cpu_secs(t.pid());
             let wrk = tools::wrk(&url, secs, WRK_THREADS, WRK_CONNS);
+            let tracer_cpu_secs = tools::cpu_secs(t.pid()) - cpu;
             let stats = t.stop()?;
-            Run { wrk: wrk?, tracer: Some(stats) }
+            Run { wrk: wrk?, tracer: Some(stats), tracer_cpu_secs }
         }
         Mode::Bpftrace => {
             let b = Bpftrace::start(script)?;
+            let cpu = tools::cpu_secs(b.pid());
             let wrk = tools::wrk(&url, secs, WRK_THREADS, WRK_CONNS);
+            let tracer_cpu_secs = tools::cpu_secs(b.pid()) - cpu;
             b.stop();
-            Run { wrk: wrk?, tracer: None }
+            Run { wrk: wrk?, tracer: None, tracer_cpu_secs }
         }
     })
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::events::Cell;
 use super::kcost::Workload;
-use super::load::{CLIENT_COMM, CONNS_COMM};
-use super::memory::Level;
+use super::load::CLIENT_COMM;
+use super::memory::{Level, CONNS_COMM};
 use super::overhead::{ConfigResult, Mode, MODES};
 use super::tools::{peer_script, TRACER_MODE};
 use super::{median, Plan};
@@ -21,11 +21,20 @@ pub struct Report {
     run_secs: f64,
     reps: usize,
     pairs: usize,
+    load_secs: f64,
     pub overhead: Vec<ConfigResult>,
     pub throughput: Vec<Cell>,
     pub kcost: Vec<Workload>,
     pub memory: Vec<Level>,
     pub elapsed: Duration,
+    /// Tracepoint programs someone else had loaded when the bench started or ended.
+    pub foreign_progs: Vec<String>,
+    /// 1-minute load average at the start and at the end.
+    pub loadavg: Vec<f64>,
+    /// CPU seconds used by processes outside the bench while it ran.
+    pub foreign_cpu_secs: f64,
+    /// `git describe --dirty` when the tracer was built.
+    pub revision: String,
 }
 
 impl Report {
@@ -35,11 +44,16 @@ impl Report {
             run_secs: p.run_secs,
             reps: p.reps,
             pairs: p.pairs,
+            load_secs: p.load_secs,
             overhead: Vec::new(),
             throughput: Vec::new(),
             kcost: Vec::new(),
             memory: Vec::new(),
             elapsed: Duration::ZERO,
+            foreign_progs: Vec::new(),
+            loadavg: Vec::new(),
+            foreign_cpu_secs: 0.0,
+            revision: String::new(),
         }
     }
 
@@ -61,10 +75,97 @@ impl Report {
             self.elapsed.as_secs_f64() / 60.0
         )?;
         writeln!(s, "{}\n", machine())?;
+        writeln!(
+            s,
+            "Tracer: `target/release/tracer` built by the bench from the working tree at `{}`. Processes outside the bench used {:.1} CPU-seconds while it ran ({:.1} % of one vCPU); 1-minute load average at start / end {}.\n",
+            self.revision,
+            self.foreign_cpu_secs,
+            100.0 * self.foreign_cpu_secs / self.elapsed.as_secs_f64().max(1.0),
+            self.loadavg.iter().map(|l| format!("{l:.2}")).collect::<Vec<_>>().join(" / ")
+        )?;
+        if !self.foreign_progs.is_empty() {
+            writeln!(
+                s,
+                "**Warning:** other BPF tracepoint programs were loaded during this run ({}): another tracer or test shared the machine, so these numbers are skewed.\n",
+                self.foreign_progs.join(", ")
+            )?;
+        }
+        writeln!(s, "## Summary against the goals\n")?;
+        for line in self.summary() {
+            writeln!(s, "- {line}")?;
+        }
+        writeln!(s)?;
         self.write_overhead(s)?;
         self.write_throughput(s)?;
         self.write_kcost(s)?;
         self.write_memory(s)
+    }
+
+    /// One line per phase: the headline number next to its goal.
+    fn summary(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.overhead.is_empty() {
+            let tr: Vec<f64> = self.overhead.iter().map(|c| ratios(c, Mode::Tracer).0).collect();
+            let bt: Vec<f64> = self.overhead.iter().map(|c| ratios(c, Mode::Bpftrace).0).collect();
+            let lo = tr.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = tr.iter().copied().fold(0.0, f64::max);
+            out.push(format!(
+                "Request overhead (goal ≥ 0.98 of untraced req/s, and better than bpftrace): tracer {lo:.3}–{hi:.3}; goal met in {} of {n} configurations, at least as good as the bpftrace peer ({:.3}–{:.3}) in {} of {n}.",
+                tr.iter().filter(|r| **r >= 0.98).count(),
+                bt.iter().copied().fold(f64::INFINITY, f64::min),
+                bt.iter().copied().fold(0.0, f64::max),
+                tr.iter().zip(&bt).filter(|(t, b)| t >= b).count(),
+                n = tr.len()
+            ));
+        }
+        let rate = |c: &Cell| c.load.socket_calls as f64 / c.load.elapsed.as_secs_f64().max(1e-9);
+        let traced: Vec<&Cell> = self.throughput.iter().filter(|c| c.tracer.is_some()).collect();
+        if let Some(peak) = traced.iter().map(|c| rate(c)).reduce(f64::max) {
+            let lossless = traced.iter().filter(|c| c.tracer.as_ref().is_some_and(|t| t.lost == 0)).map(|c| rate(c)).reduce(f64::max);
+            let untraced = self.throughput.iter().find(|c| c.tracer.is_none()).map(rate).unwrap_or(0.0);
+            out.push(format!(
+                "Event throughput (goal ≥ 1 M socket events/s): traced peak {:.0}/s{}; the same load untraced runs at {:.0}/s on this machine.",
+                peak,
+                lossless.map(|l| format!(", {l:.0}/s with nothing lost")).unwrap_or_else(|| ", with loss in every cell".into()),
+                untraced
+            ));
+        }
+        if !self.kcost.is_empty() {
+            let over: Vec<String> = HOT
+                .iter()
+                .filter_map(|name| {
+                    let worst = self
+                        .kcost
+                        .iter()
+                        .filter_map(|w| w.progs.iter().find(|p| p.0 == *name && p.1 >= 1000).map(|p| p.2 as f64 / p.1 as f64))
+                        .reduce(f64::max)?;
+                    (worst > 300.0).then(|| format!("{name} {worst:.0} ns"))
+                })
+                .collect();
+            out.push(if over.is_empty() {
+                "Kernel time (goal ≤ 300 ns per run on the hot programs): every hot program within the goal.".into()
+            } else {
+                format!("Kernel time (goal ≤ 300 ns per run on the hot programs): over the goal in at least one workload: {}.", over.join(", "))
+            });
+        }
+        let levels: Vec<String> = self
+            .memory
+            .iter()
+            .map(|l| match &l.error {
+                Some(_) => format!("{} not reached", l.conns),
+                None => format!(
+                    "{}: RSS {:.1} MiB, BPF maps {:.1} MiB, {} lost",
+                    l.conns,
+                    l.rss_kib as f64 / 1024.0,
+                    l.map_bytes as f64 / 1048576.0,
+                    l.stats.lost
+                ),
+            })
+            .collect();
+        if !levels.is_empty() {
+            out.push(format!("Memory by concurrent connections: {}.", levels.join("; ")));
+        }
+        out
     }
 
     fn write_overhead(&self, s: &mut String) -> std::fmt::Result {
@@ -97,29 +198,46 @@ impl Report {
             self.run_secs,
             n = self.overhead.len()
         )?;
-        writeln!(s, "<details><summary>Every run (req/s, p99 ms, wrk errors; tracer events/lost)</summary>\n")?;
-        writeln!(s, "| configuration | mode | req/s per repetition | p99 ms per repetition | errors | tracer events (lost) |")?;
+        let retried: usize = self.overhead.iter().map(|c| c.retried).sum();
+        let kept: Vec<String> = self
+            .overhead
+            .iter()
+            .flat_map(|c| c.disturbed.iter().enumerate().filter_map(move |(i, d)| Some(format!("{} rep {} ({})", c.config.label(), i + 1, d.as_ref()?))))
+            .collect();
+        writeln!(
+            s,
+            "Repetitions redone because other processes used CPU or loaded tracepoint programs meanwhile: {retried}. Kept although disturbed (retries ran out): {}.\n",
+            if kept.is_empty() { "none".to_string() } else { kept.join("; ") }
+        )?;
+        writeln!(s, "<details><summary>Every run (req/s, p99 ms, wrk errors; what the tracer followed)</summary>\n")?;
+        writeln!(s, "| configuration | mode | req/s per repetition | p99 ms per repetition | errors | tracer / bpftrace process per repetition: requests followed, events, lost, its CPU time during wrk |")?;
         writeln!(s, "|---|---|---|---|--:|---|")?;
         for c in &self.overhead {
             for (i, mode) in MODES.iter().enumerate() {
                 let runs: Vec<_> = c.reps.iter().map(|r| &r[i]).collect();
-                let join = |f: &dyn Fn(&super::overhead::Run) -> String| runs.iter().map(|r| f(r)).collect::<Vec<_>>().join(" / ");
+                let tracer = match mode {
+                    Mode::Untraced => "–".into(),
+                    Mode::Tracer => r_join(&runs, "<br>", |r| {
+                        let t = r.tracer.clone().unwrap_or_default();
+                        format!("{} req, {} events, {} lost, CPU {:.2} s", t.requests, t.events, t.lost, r.tracer_cpu_secs)
+                    }),
+                    Mode::Bpftrace => r_join(&runs, "<br>", |r| format!("CPU {:.2} s", r.tracer_cpu_secs)),
+                };
                 writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {tracer} |",
                     c.config.label(),
                     mode.label(),
-                    join(&|r| format!("{:.0}", r.wrk.rps)),
-                    join(&|r| format!("{:.2}", r.wrk.p99_ms)),
+                    r_join(&runs, " / ", |r| format!("{:.0}", r.wrk.rps)),
+                    r_join(&runs, " / ", |r| format!("{:.2}", r.wrk.p99_ms)),
                     runs.iter().map(|r| r.wrk.errors).sum::<u64>(),
-                    join(&|r| r.tracer.as_ref().map(|t| format!("{} ({})", t.events, t.lost)).unwrap_or_else(|| "–".into())),
                 )?;
             }
         }
         writeln!(s, "\n</details>\n")?;
         writeln!(
             s,
-            "How: for each configuration, gunicorn 27 (4 workers, `tests/apps/slow_app.py` with `APP_SLEEP=0`; `--worker-class sync` for keep-alive off, `gthread --threads 4 --keep-alive 5` for on) behind nginx 1.22 (1 worker; `upstream {{ server …; keepalive 16; keepalive_timeout 1s; }}` + `proxy_http_version 1.1; proxy_set_header Connection \"\";` for on), loaded by `wrk -t2 -c32 -d{}s --latency` after a warm-up. Each repetition runs untraced, then with `tracer {} --comm nginx` (every kernel program attached: connect, listen, TCP state/retransmit/reset/drops, accept, send/recv request tracking, I/O fds, close, signals, exits, forks; JSON to a file), then with the bpftrace peer below; the tracer and bpftrace attach before wrk starts and stop after it ends. Keep-alive runs are 1.5 s apart so pooled upstream connections are reopened under each run's tracer. Ratios are per repetition (each traced run against the untraced run next to it), then the median. Everything shares the 2 vCPUs with the load, so tracing cost shows up directly as fewer requests/s.\n",
+            "How: for each configuration, gunicorn 27 (4 workers, `tests/apps/slow_app.py` with `APP_SLEEP=0`; `--worker-class sync` for keep-alive off, `gthread --threads 4 --keep-alive 5` for on) behind nginx 1.22 (1 worker; `upstream {{ server …; keepalive 16; keepalive_timeout 1s; }}` + `proxy_http_version 1.1; proxy_set_header Connection \"\";` for on), loaded by `wrk -t2 -c32 -d{}s --latency` after a warm-up. Each repetition runs untraced, then with `tracer {} --comm nginx` (every kernel program attached: connect, listen, TCP state/retransmit/reset/drops, accept, send/recv request tracking, I/O fds, close, signals, exits, forks; JSON to a file), then with the bpftrace peer below; the tracer and bpftrace attach before wrk starts and stop after it ends. Keep-alive runs are 1.5 s apart so pooled upstream connections are reopened under each run's tracer. A repetition during which processes outside the bench used more than 1 CPU-second (from /proc/PID/stat, exited children included) or other tracepoint programs were loaded is run again (at most twice per configuration). Ratios are per repetition (each traced run against the untraced run next to it), then the median. Everything shares the 2 vCPUs with the load, so tracing cost shows up directly as fewer requests/s.\n",
             self.run_secs,
             TRACER_MODE.join(" ")
         )?;
@@ -128,27 +246,29 @@ impl Report {
 
     fn write_throughput(&self, s: &mut String) -> std::fmt::Result {
         writeln!(s, "## 2. Event throughput\n")?;
-        writeln!(s, "| ring buffer | offered (turns/s) | socket events/s | records/s to userspace | records lost | lost % |")?;
-        writeln!(s, "|--:|--:|--:|--:|--:|--:|")?;
+        writeln!(s, "| ring buffer | offered socket events/s | socket events/s | records/s to userspace | records lost | lost % | IRQ-work interrupts per record | tracer CPU |")?;
+        writeln!(s, "|--:|--:|--:|--:|--:|--:|--:|--:|")?;
         let mut peak: f64 = 0.0;
         let mut first_loss: Option<String> = None;
         for c in &self.throughput {
             let secs = c.load.elapsed.as_secs_f64().max(1e-9);
             let events = c.load.socket_calls as f64 / secs;
-            let (delivered, lost, pct) = match &c.tracer {
+            let (delivered, lost, pct, iwi, cpu) = match &c.tracer {
                 Some(t) => {
                     peak = peak.max(events);
                     let pct = 100.0 * t.lost as f64 / (t.lost + t.events).max(1) as f64;
                     if t.lost > 0 && first_loss.is_none() {
                         first_loss = Some(format!("{} KiB at {:.0} socket events/s", c.ringbuf_kib.unwrap_or(0), events));
                     }
-                    (format!("{:.0}", t.events as f64 / secs), t.lost.to_string(), format!("{pct:.2} %"))
+                    let iwi = format!("{:.2}", c.irq_work as f64 / t.events.max(1) as f64);
+                    let cpu = format!("{:.0} %", c.tracer_cpus * 100.0);
+                    (format!("{:.0}", t.events as f64 / secs), t.lost.to_string(), format!("{pct:.2} %"), iwi, cpu)
                 }
-                None => ("(untraced)".into(), "–".into(), "–".into()),
+                None => ("(untraced)".into(), "–".into(), "–".into(), format!("({} in total)", c.irq_work), "–".into()),
             };
             writeln!(
                 s,
-                "| {} | {} | {:.0} | {delivered} | {lost} | {pct} |",
+                "| {} | {} | {:.0} | {delivered} | {lost} | {pct} | {iwi} | {cpu} |",
                 c.ringbuf_kib.map(|k| format!("{k} KiB")).unwrap_or_else(|| "untraced".into()),
                 c.offered.map(|r| r.to_string()).unwrap_or_else(|| "max".into()),
                 events
@@ -160,7 +280,7 @@ impl Report {
             "\nTraced peak: {:.0} socket events/s ({}; goal ≥ 1 M/s){}. {}\n",
             peak,
             if peak >= 1e6 { "goal reached" } else { "goal not reached on this machine" },
-            untraced.map(|u| format!(", against {u:.0}/s for the same load untraced — the ceiling of this machine, not of the tracer")).unwrap_or_default(),
+            untraced.map(|u| format!(", against {u:.0}/s for the same load untraced (this machine's ceiling for the load)")).unwrap_or_default(),
             match first_loss {
                 Some(f) => format!("First loss: ring buffer {f}."),
                 None => "No record was lost in any cell.".into(),
@@ -168,10 +288,10 @@ impl Report {
         )?;
         writeln!(
             s,
-            "How: {} client threads named `{CLIENT_COMM}`, each connect()ed over a unix socket to an echo thread, keep {} bytes in flight and loop recv → send for {} s (offered rates are paced per 64 turns); `tracer {} --comm {CLIENT_COMM} --ringbuf-kib N` traces the clients only. A socket event is one send or recv of a traced client: each runs `io_enter` and `sock_send`/`sock_recv` through the request state machine. Only state changes reach userspace — one `request` record per recv → send turn, i.e. one record per two socket events — so \"records/s\" is what the ring buffer and the userspace consumer carried; `events` and the sum of `lost` come from the tracer's final `stats` record. The load generator, the echo side and the tracer share the 2 vCPUs.\n",
+            "How: {} client threads named `{CLIENT_COMM}`, each connect()ed over a unix socket to an echo thread, keep {} bytes in flight and loop recv (≤ 16 bytes) → send for {} s (offered rates are paced every 64 turns); `tracer {} --comm {CLIENT_COMM} --ringbuf-kib N` traces the clients only. A socket event is one send or recv of a traced client: each runs `io_enter` and `sock_send`/`sock_recv` through the request state machine. Only state changes reach userspace — one `request` record per recv → send turn, i.e. one record per two socket events — so \"records/s\" is what the ring buffer and the userspace consumer carried; `events` and the sum of `lost` come from the tracer's final `stats` record. IRQ-work interrupts (/proc/interrupts `IWI`, all CPUs) are how a ring-buffer submit wakes a waiting reader; in a VM each is a self-IPI, a VM exit. Tracer CPU is its user + system time during the load (/proc/PID/stat; 100 % = one vCPU). The load generator, the echo side and the tracer share the 2 vCPUs.\n",
             self.pairs,
-            16,
-            self.run_secs.max(1.0),
+            4096,
+            self.load_secs,
             TRACER_MODE.join(" ")
         )
     }
@@ -196,7 +316,7 @@ impl Report {
                 }
             }
         }
-        names.sort_by(|a, b| b.1.cmp(&a.1));
+        names.sort_by_key(|n| std::cmp::Reverse(n.1));
         let mut worst_hot: (f64, String) = (0.0, String::new());
         for (name, _) in &names {
             let hot = HOT.contains(&name.as_str());
@@ -215,6 +335,11 @@ impl Report {
             }
             writeln!(s)?;
         }
+        write!(s, "| *IRQ-work interrupts/s* |")?;
+        for w in &self.kcost {
+            write!(s, " {:.0} |", w.irq_work_per_sec)?;
+        }
+        writeln!(s)?;
         writeln!(
             s,
             "\nns per run (runs per second). Hot programs in bold; the slowest hot one (with ≥ 1000 runs) is {:.0} ns ({}), goal ≤ 300 ns.\n",
@@ -222,28 +347,31 @@ impl Report {
         )?;
         writeln!(
             s,
-            "How: `sysctl -w kernel.bpf_stats_enabled=1` for this phase only (restored after), a fresh tracer per workload ({} s each: nginx as in phase 1 for two configurations, then the ping-pong of phase 2 at full speed), and `bpftool prog show --json` read while the tracer still runs: `run_time_ns / run_cnt` for the program ids the tracer's own fds hold (/proc/PID/fdinfo). A program attached to several tracepoints (`io_enter` on 8 I/O syscalls, `accept_*` on accept and accept4) is one line. Runs include the early exits for processes the filter rejects (e.g. `io_enter` fires on every read/write of every process), as in production.\n",
-            self.run_secs
+            "How: `sysctl -w kernel.bpf_stats_enabled=1` for this phase only (restored after), a fresh tracer per workload (nginx as in phase 1 for {} s, in two configurations, then the ping-pong of phase 2 at full speed for {} s), and `bpftool prog show --json` read while the tracer still runs: `run_time_ns / run_cnt` for the program ids the tracer's own fds hold (/proc/PID/fdinfo). A program attached to several tracepoints (`io_enter` on 8 I/O syscalls, `accept_*` on accept and accept4) is one line. Runs include the early exits for processes the filter rejects (e.g. `io_enter` fires on every read/write of every process), as in production.\n",
+            self.run_secs,
+            self.load_secs
         )
     }
 
     fn write_memory(&self, s: &mut String) -> std::fmt::Result {
         writeln!(s, "## 4. Memory\n")?;
-        writeln!(s, "| concurrent connections | tracer RSS | RSS before | peak RSS (VmHWM) | BPF map memory | followed at close | lost |")?;
-        writeln!(s, "|--:|--:|--:|--:|--:|--:|--:|")?;
+        writeln!(s, "| concurrent connections | helper processes | tracer RSS | RSS before | peak RSS (VmHWM) | BPF map memory | followed at close | records lost | tracer CPU |")?;
+        writeln!(s, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
         for l in &self.memory {
             match &l.error {
-                Some(e) => writeln!(s, "| {} | not reached: {} | | | | | |", l.conns, e.replace('|', "/").replace('\n', " "))?,
+                Some(e) => writeln!(s, "| {} | {} | not reached: {} | | | | | | |", l.conns, l.helpers, e.replace('|', "/").replace('\n', " "))?,
                 None => writeln!(
                     s,
-                    "| {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} | {} |",
+                    "| {} | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} | {} | {:.1} s |",
                     l.conns,
+                    l.helpers,
                     l.rss_kib as f64 / 1024.0,
                     l.rss_idle_kib as f64 / 1024.0,
                     l.hwm_kib as f64 / 1024.0,
                     l.map_bytes as f64 / 1048576.0,
-                    l.stats.events.saturating_sub(l.conns as u64),
-                    l.stats.lost
+                    l.stats.requests,
+                    if l.stats.lost > 0 { format!("{} ({})", l.stats.lost, l.stats.lost_detail) } else { "0".into() },
+                    l.tracer_cpu_secs
                 )?,
             }
         }
@@ -253,10 +381,15 @@ impl Report {
         }
         writeln!(
             s,
-            "\nHow: a fresh `tracer {} --comm {CONNS_COMM}` per level; a thread named `{CONNS_COMM}` connect()s N unix-socket connections to an accept thread of this process (RLIMIT_NOFILE raised for both ends), sends one byte on each and reads the echo (so the kernel follows each one), and holds them. One second later: the tracer's VmRSS and VmHWM from /proc/PID/status, and `bytes_memlock` (`bpftool map show --json`) summed over the maps whose fds the tracer holds. The connections are then closed from the traced thread: each one the kernel still followed ends in one `request` record, so \"followed at close\" = final `events` − N (the N connect records). BPF hash maps here are preallocated LRU maps, so their memory is fixed at load time and does not grow with connections; beyond a map's capacity (65,536 connections) the oldest entries are evicted.\n",
+            "\nHow: a fresh `tracer {} --comm {CONNS_COMM}` per level; helper processes named `{CONNS_COMM}` (`tests/apps/hold_connections.py`, started in parallel) each connect() their share of N unix-socket connections to their own listener, send one byte on each and read the echo (so the kernel follows each one), and hold them. Several helpers because both ends of a connection are in one helper and RLIMIT_NOFILE's hard limit caps a process (it cannot be raised here: no CAP_SYS_RESOURCE). Tracer CPU is its user + system time from the first connect to the last close. One second after the last connect: the tracer's VmRSS and VmHWM from /proc/PID/status, and `bytes_memlock` (`bpftool map show --json`) summed over the maps whose fds the tracer holds. The connections are then closed by the traced helpers: each one the kernel still followed completes one request, so \"followed at close\" is the `requests.completed` of the tracer's final `target` record. BPF hash maps here are preallocated LRU maps, so their memory is fixed at load time and does not grow with connections; beyond a map's capacity (65,536 connections) the oldest entries are evicted.\n",
             TRACER_MODE.join(" ")
         )
     }
+}
+
+/// One table cell listing every repetition.
+fn r_join(runs: &[&super::overhead::Run], sep: &str, f: impl Fn(&super::overhead::Run) -> String) -> String {
+    runs.iter().map(|r| f(r)).collect::<Vec<_>>().join(sep)
 }
 
 /// Medians of per-repetition (req/s, p99) ratios of `mode` against the untraced run beside it.
