@@ -157,7 +157,10 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        let dir = std::env::temp_dir().join(format!("tracer-rec-{}", std::process::id()));
+        // One directory per call: tests run in parallel threads of one process.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tracer-rec-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("r");
         let meta = Meta { tracer_version: "t".into(), timebase_offset_ns: 5, filter: "f".into(), probes: vec![], nginx: None };
