@@ -100,6 +100,12 @@ pub fn replay(path: &Path) -> anyhow::Result<Report> {
     if let Some(e) = s.env.replay_error.take() {
         anyhow::bail!("{} does not replay with this tracer version: {e}", path.display());
     }
+    if s.env.unanswered > 0 {
+        eprintln!(
+            "tracer: {} questions this version asks were not in the recording (made by {}); they were answered with nothing",
+            s.env.unanswered, meta.tracer_version
+        );
+    }
     let nginx = meta.nginx.unwrap_or_else(Discovery::default);
     Ok(verdict::build(&s, &nginx, &lines))
 }

@@ -2,7 +2,7 @@
 //! so a recording can store the answers and a report can replay them: live, live + recording, or
 //! replay. The collector's logic is then the same code in `watch`, `diagnose` and `report`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -14,7 +14,11 @@ use crate::source::Lost;
 use crate::timebase::Timebase;
 
 pub struct Env {
-    replay: Option<VecDeque<(String, serde_json::Value)>>,
+    /// Recorded answers per (question, argument), each in the order they were given: a newer
+    /// collector that asks in another order, or less often, still finds its answers.
+    replay: Option<HashMap<(String, String), VecDeque<serde_json::Value>>>,
+    /// Questions a replay had no recorded answer for (answered with "nothing").
+    pub unanswered: u64,
     recorder: Option<Recorder>,
     /// The first way a replay diverged from its recording, if any.
     pub replay_error: Option<String>,
@@ -24,41 +28,47 @@ pub struct Env {
 
 impl Env {
     pub fn live(recorder: Option<Recorder>) -> Env {
-        Env { replay: None, recorder, replay_error: None, record_error: None }
+        Env { replay: None, unanswered: 0, recorder, replay_error: None, record_error: None }
     }
 
     /// Answers in recorded order (the non-answer records are driven by the caller).
     pub fn replay(records: &[Record]) -> Env {
-        let answers = records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Answer { call, value } => Some((call.clone(), value.clone())),
-                _ => None,
-            })
-            .collect();
-        Env { replay: Some(answers), recorder: None, replay_error: None, record_error: None }
+        let mut answers: HashMap<(String, String), VecDeque<serde_json::Value>> = HashMap::new();
+        for r in records {
+            if let Record::Answer { call, args, value } = r {
+                answers.entry((call.clone(), args.clone())).or_default().push_back(value.clone());
+            }
+        }
+        Env { replay: Some(answers), unanswered: 0, recorder: None, replay_error: None, record_error: None }
     }
 
     pub fn is_replay(&self) -> bool {
         self.replay.is_some()
     }
 
-    fn answer<T: Serialize + DeserializeOwned + Default>(&mut self, call: &'static str, live: impl FnOnce() -> T) -> T {
-        if let Some(q) = self.replay.as_mut() {
-            return match q.pop_front() {
-                Some((c, v)) if c == call => serde_json::from_value(v).unwrap_or_else(|e| {
+    fn answer<T: Serialize + DeserializeOwned + Default>(&mut self, call: &'static str, args: String, live: impl FnOnce() -> T) -> T {
+        if let Some(answers) = self.replay.as_mut() {
+            let q = answers.get_mut(&(call.to_string(), args));
+            // A question answered only once (a process's owner, a cached lookup) keeps its answer
+            // for later askers; otherwise answers are taken in order.
+            let v = match q {
+                Some(q) if q.len() > 1 => q.pop_front(),
+                Some(q) => q.front().cloned(),
+                None => None,
+            };
+            return match v {
+                Some(v) => serde_json::from_value(v).unwrap_or_else(|e| {
                     self.replay_error.get_or_insert(format!("answer to {call} does not decode: {e}"));
                     T::default()
                 }),
-                other => {
-                    self.replay_error
-                        .get_or_insert(format!("expected an answer to {call}, found {:?}", other.map(|o| o.0)));
+                None => {
+                    self.unanswered += 1;
                     T::default()
                 }
             };
         }
         let v = live();
-        self.write(|r| r.answer(call, &v));
+        self.write(|r| r.answer(call, &args, &v));
         v
     }
 
@@ -80,11 +90,11 @@ impl Env {
     }
 
     pub fn now_ns(&mut self) -> u64 {
-        self.answer("now_ns", Timebase::monotonic_now_ns)
+        self.answer("now_ns", String::new(), Timebase::monotonic_now_ns)
     }
 
     pub fn listener_for(&mut self, t: &Target) -> Option<Listener> {
-        self.answer("listener_for", || {
+        self.answer("listener_for", t.to_string(), || {
             listeners::listener_for(t).unwrap_or_else(|e| {
                 log::warn!("sock_diag for {t}: {e}");
                 None
@@ -93,36 +103,36 @@ impl Env {
     }
 
     pub fn tcp_listener_bound(&mut self, a: SocketAddr) -> Option<(SocketAddr, Listener)> {
-        self.answer("tcp_listener_bound", || listeners::tcp_listener_bound(a).ok().flatten())
+        self.answer("tcp_listener_bound", a.to_string(), || listeners::tcp_listener_bound(a).ok().flatten())
     }
 
     pub fn owner_of(&mut self, inode: u32) -> Option<Owner> {
-        self.answer("owner_of", || listeners::owner_of(inode))
+        self.answer("owner_of", inode.to_string(), || listeners::owner_of(inode))
     }
 
     pub fn children(&mut self, pid: u32) -> Vec<u32> {
-        self.answer("children", || listeners::children(pid))
+        self.answer("children", pid.to_string(), || listeners::children(pid))
     }
 
     pub fn socket_inode(&mut self, pid: u32, fd: i32) -> Option<u32> {
-        self.answer("socket_inode", || listeners::socket_inode(pid, fd))
+        self.answer("socket_inode", format!("{pid}/{fd}"), || listeners::socket_inode(pid, fd))
     }
 
     pub fn somaxconn(&mut self) -> Option<u32> {
-        self.answer("somaxconn", listeners::somaxconn)
+        self.answer("somaxconn", String::new(), listeners::somaxconn)
     }
 
     pub fn nstat(&mut self) -> BTreeMap<String, u64> {
-        self.answer("nstat", crate::netstat::read)
+        self.answer("nstat", String::new(), crate::netstat::read)
     }
 
     /// Events decoded and lost so far (from the live source).
     pub fn source_stats(&mut self, live: impl FnOnce() -> (u64, Lost)) -> (u64, Lost) {
-        self.answer("source_stats", live)
+        self.answer("source_stats", String::new(), live)
     }
 
     /// nginx error-log lines written since the start (see `nginx::ErrorLog`).
     pub fn error_log_lines(&mut self, live: impl FnOnce() -> Vec<String>) -> Vec<String> {
-        self.answer("error_log_lines", live)
+        self.answer("error_log_lines", String::new(), live)
     }
 }

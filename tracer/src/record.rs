@@ -68,8 +68,8 @@ impl Recorder {
         self.record(TAG_EVENT, raw)
     }
 
-    pub fn answer(&mut self, call: &str, value: &impl Serialize) -> std::io::Result<()> {
-        let v = serde_json::json!({ "call": call, "value": value });
+    pub fn answer(&mut self, call: &str, args: &str, value: &impl Serialize) -> std::io::Result<()> {
+        let v = serde_json::json!({ "call": call, "args": args, "value": value });
         self.record(TAG_ANSWER, &serde_json::to_vec(&v)?)
     }
 
@@ -86,7 +86,8 @@ impl Recorder {
 #[derive(Clone, Debug)]
 pub enum Record {
     Event(Vec<u8>),
-    Answer { call: String, value: serde_json::Value },
+    /// `args` tells apart answers to the same question about different things (an inode, a pid).
+    Answer { call: String, args: String, value: serde_json::Value },
     Mark(Mark),
 }
 
@@ -134,7 +135,8 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<(Meta, Vec<Record>)> {
             TAG_ANSWER => {
                 let v = json()?;
                 let call = v["call"].as_str().with_context(|| format!("corrupt answer at byte {off}"))?.to_string();
-                records.push(Record::Answer { call, value: v["value"].clone() });
+                let args = v["args"].as_str().unwrap_or_default().to_string();
+                records.push(Record::Answer { call, args, value: v["value"].clone() });
             }
             TAG_MARK => {
                 let m: Mark = serde_json::from_value(json()?).with_context(|| format!("corrupt mark at byte {off}"))?;
@@ -165,7 +167,7 @@ mod tests {
         let p = dir.join("r");
         let meta = Meta { tracer_version: "t".into(), timebase_offset_ns: 5, filter: "f".into(), probes: vec![], nginx: None };
         let mut r = Recorder::create(&p, &meta).unwrap();
-        r.answer("now_ns", &42u64).unwrap();
+        r.answer("now_ns", "", &42u64).unwrap();
         r.mark(Mark::Batch).unwrap();
         r.mark(Mark::End).unwrap();
         drop(r);
@@ -179,7 +181,7 @@ mod tests {
         let (meta, recs) = parse(&sample()).unwrap();
         assert_eq!(meta.timebase_offset_ns, 5);
         assert_eq!(recs.len(), 3);
-        assert!(matches!(&recs[0], Record::Answer { call, value } if call == "now_ns" && value == 42));
+        assert!(matches!(&recs[0], Record::Answer { call, value, .. } if call == "now_ns" && value == 42));
     }
 
     #[test]
