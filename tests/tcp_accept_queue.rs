@@ -145,6 +145,9 @@ fn refused_tcp_connects_equal_nginx_502s() {
 #[test]
 fn accept_queue_wait_is_what_the_app_induced() {
     require_root();
+    // Queued connections are keyed by their peer address and port; another test's connections
+    // made at the same time may reuse a client port towards another listener.
+    let _serial = exclusive();
     const WAIT: Duration = Duration::from_millis(300);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
