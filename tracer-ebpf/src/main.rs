@@ -4,6 +4,7 @@
 #![no_main]
 
 mod maps;
+mod net;
 mod probes;
 
 #[cfg(not(test))]

@@ -25,9 +25,7 @@ const ARG1: usize = 24;
 const ARG2: usize = 32;
 const RET: usize = 16;
 
-const AF_UNIX: u16 = 1;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
+use crate::net::{AF_INET, AF_INET6, AF_UNIX};
 
 /// A connect() between enter and exit.
 #[repr(C)]

@@ -27,12 +27,7 @@ use tracer_common::{
 
 use crate::maps::{EVENTS, LRU_PER_CPU, count, header, now_ns, pid_tgid, submit_flags, traced};
 
-const AF_UNIX: u16 = 1;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-const IPPROTO_TCP: u16 = 6;
-const EPIPE: i32 = 32;
-const ECONNRESET: i32 = 104;
+use crate::net::{AF_INET, AF_INET6, AF_UNIX, ECONNRESET, EPIPE, IPPROTO_TCP};
 const MSG_PEEK: i32 = 2;
 const EINPROGRESS: i64 = -115;
 /// A peer EOF this long after the last response byte closed an idle keep-alive connection;

@@ -151,7 +151,11 @@ impl ConnectStats {
             self.untracked += 1;
             return false;
         }
-        let t = self.targets.entry(c.target.clone()).or_insert_with(|| TargetStats::new(c.target.clone()));
+        // Clone the target only for a new entry: this runs for every connect().
+        if !self.targets.contains_key(&c.target) {
+            self.targets.insert(c.target.clone(), TargetStats::new(c.target.clone()));
+        }
+        let t = self.targets.get_mut(&c.target).expect("inserted above");
         t.connects += 1;
         t.dirty = true;
         while t.recent.front().is_some_and(|&old| c.ts_ns.saturating_sub(old) > BURST_WINDOW_NS) {
