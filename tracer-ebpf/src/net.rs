@@ -5,3 +5,10 @@ pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 pub const EPIPE: i32 = 32;
 pub const ECONNRESET: i32 = 104;
+
+// struct sock_common, at the start of every struct sock: skc_rcv_saddr at 4, skc_num (local
+// port, host order) at 14, skc_family at 16, skc_state at 18 — unchanged since Linux 2.6.
+pub const SKC_RCV_SADDR: usize = 4;
+pub const SKC_NUM: usize = 14;
+pub const SKC_FAMILY: usize = 16;
+pub const SKC_STATE: usize = 18;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use aya::{maps::HashMap as BpfHashMap, programs::TracePoint, Ebpf, EbpfLoader};
+use aya::{maps::HashMap as BpfHashMap, programs::Program, Ebpf, EbpfLoader};
 use serde::Serialize;
 use tracer_common::filter::{FilterConfig, BY_CGROUP, BY_COMM, BY_PID};
 
@@ -43,16 +43,13 @@ pub const TCP_PROBES: &[ProbeSpec] = &[
 /// Upstream request state (send/recv/close of connect()ed sockets) and the process events that
 /// explain a cut request.
 pub const REQUEST_PROBES: &[ProbeSpec] = &[
+    // Raw tracepoints (the programs take the tracepoint's arguments, no record is filled).
     ProbeSpec { program: "sock_send", category: "sock", name: "sock_send_length", feature: "upstream request tracking", required: false },
     ProbeSpec { program: "sock_recv", category: "sock", name: "sock_recv_length", feature: "upstream request tracking", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_write", feature: "fd of upstream I/O (write)", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_writev", feature: "fd of upstream I/O (writev)", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendto", feature: "fd of upstream I/O (send)", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendmsg", feature: "fd of upstream I/O (sendmsg)", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_read", feature: "fd of upstream I/O (read)", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_readv", feature: "fd of upstream I/O (readv)", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_recvfrom", feature: "fd of upstream I/O (recv)", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_recvmsg", feature: "fd of upstream I/O (recvmsg)", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_write", feature: "upstream requests sent with write() and 5xx status lines", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_writev", feature: "upstream requests sent with writev() and 5xx status lines", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendto", feature: "upstream requests sent with send() and 5xx status lines", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendmsg", feature: "upstream requests sent with sendmsg()", required: false },
     ProbeSpec { program: "close_enter", category: "syscalls", name: "sys_enter_close", feature: "proxy-side closes of upstream connections", required: false },
     ProbeSpec { program: "tcp_destroy", category: "tcp", name: "tcp_destroy_sock", feature: "cleanup of vanished TCP connections", required: false },
     ProbeSpec { program: "signal_generate", category: "signal", name: "signal_generate", feature: "who killed a worker (signals)", required: false },
@@ -216,15 +213,26 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
     Ok(Loaded { ebpf, logger, probes: statuses, attach_time: start.elapsed() })
 }
 
+/// Attach a tracepoint program to `category:name`, or a raw-tracepoint program to `name` (the
+/// object's section says which kind each program is).
 fn attach(ebpf: &mut Ebpf, p: &ProbeSpec, first_use: bool) -> anyhow::Result<()> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(p.program)
-        .with_context(|| format!("program {} missing from the object", p.program))?
-        .try_into()?;
-    if first_use {
-        prog.load().with_context(|| format!("verifier rejected {}", p.program))?;
+    let prog = ebpf.program_mut(p.program).with_context(|| format!("program {} missing from the object", p.program))?;
+    let rejected = || format!("verifier rejected {}", p.program);
+    match prog {
+        Program::TracePoint(prog) => {
+            if first_use {
+                prog.load().with_context(rejected)?;
+            }
+            prog.attach(p.category, p.name)?;
+        }
+        Program::RawTracePoint(prog) => {
+            if first_use {
+                prog.load().with_context(rejected)?;
+            }
+            prog.attach(p.name)?;
+        }
+        _ => bail!("program {} is neither a tracepoint nor a raw tracepoint program", p.program),
     }
-    prog.attach(p.category, p.name)?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use tracer_common::{connect::SOCKADDR_MAX, counters, kind, ConnectEvent, ListenEvent};
 
-use crate::maps::{EVENTS, LRU_PER_CPU, count, header, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
 // Offsets in the syscall tracepoint records (see /sys/kernel/tracing/events/syscalls/*/format):
 // 8 bytes of common fields, the syscall nr, then each argument as 8 bytes from offset 16.
@@ -33,7 +33,19 @@ pub struct PendingConnect {
     start_ns: u64,
     fd: i32,
     addrlen: u32,
+    /// Set by `tcp_set_state` when this connect() moved a TCP socket to SYN_SENT: tells a TCP
+    /// connection from a connected UDP socket (a DNS resolver) of the same address family.
+    tcp: u32,
+    _pad: u32,
     addr: [u8; SOCKADDR_MAX],
+}
+
+/// Called by `tcp_set_state` (CLOSE→SYN_SENT runs inside the caller's connect()).
+#[inline(always)]
+pub fn mark_tcp(id: u64) {
+    if let Some(p) = PENDING_CONNECT.get_ptr_mut(&id) {
+        unsafe { (*p).tcp = 1 };
+    }
 }
 
 /// Keyed by pid_tgid (one connect() per thread at a time). LRU: a lost exit cannot leak an entry.
@@ -46,14 +58,9 @@ pub fn connect_enter(ctx: TracePointContext) -> u32 {
     if !traced(id) {
         return 0;
     }
-    let (fd, uaddr, addrlen) = unsafe {
-        (
-            ctx.read_at::<u64>(ARG0).unwrap_or(0) as i32,
-            ctx.read_at::<u64>(ARG1).unwrap_or(0) as *const u8,
-            ctx.read_at::<u64>(ARG2).unwrap_or(0) as u32,
-        )
-    };
-    let mut p = PendingConnect { start_ns: now_ns(), fd, addrlen, addr: [0; SOCKADDR_MAX] };
+    let (fd, uaddr, addrlen) =
+        (field::<u64>(&ctx, ARG0) as i32, field::<u64>(&ctx, ARG1) as *const u8, field::<u64>(&ctx, ARG2) as u32);
+    let mut p = PendingConnect { start_ns: now_ns(), fd, addrlen, tcp: 0, _pad: 0, addr: [0; SOCKADDR_MAX] };
     // Read just the family first: only unix and IP targets are worth an event.
     let mut fam = [0u8; 2];
     if unsafe { bpf_probe_read_user_buf(uaddr, &mut fam) }.is_err() {
@@ -65,19 +72,18 @@ pub fn connect_enter(ctx: TracePointContext) -> u32 {
     if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    // Copy a fixed size (the verifier wants a constant); a short sockaddr near the end of a
-    // mapping would fault, so fall back to the minimal size for the family.
-    if unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr) }.is_err() {
-        let ok = match family {
-            AF_INET => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr[..16]) }.is_ok(),
-            AF_INET6 => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr[..28]) }.is_ok(),
-            _ => false,
-        };
-        if !ok {
-            count(counters::ADDR_READ_FAILED);
-            p.addr[0] = fam[0];
-            p.addr[1] = fam[1];
-        }
+    // Copy the family's size (a constant per branch, as the verifier wants): 16 / 28 bytes for
+    // IP, the whole sockaddr_un for unix (a path may be shorter than addrlen says, and a short
+    // sockaddr at the end of a mapping would fault: then only the family is kept).
+    let read = match family {
+        AF_INET => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr[..16]) },
+        AF_INET6 => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr[..28]) },
+        _ => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr) },
+    };
+    if read.is_err() {
+        count(counters::ADDR_READ_FAILED);
+        p.addr[0] = fam[0];
+        p.addr[1] = fam[1];
     }
     if PENDING_CONNECT.insert(&id, &p, 0).is_err() {
         count(counters::PENDING_MAP_FULL);
@@ -92,9 +98,9 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
         // Untraced task (filter) or an enter we never saw: nothing to pair with.
         return 0;
     };
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    let ret: i64 = field(&ctx, RET);
     // The fd now names an upstream connection: its first send starts request tracking.
-    super::requests::mark_connected(id, unsafe { (*p).fd }, ret);
+    super::requests::mark_connected(id, unsafe { (*p).fd }, ret, unsafe { (*p).tcp } != 0);
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
             let e = entry.as_mut_ptr();
@@ -119,9 +125,7 @@ pub fn listen_enter(ctx: TracePointContext) -> u32 {
     // Not filtered: listeners belong to the app servers, not to the traced proxy, and listen()
     // is rare.
     let id = pid_tgid();
-    let (fd, backlog) = unsafe {
-        (ctx.read_at::<u64>(ARG0).unwrap_or(0) as i32, ctx.read_at::<u64>(ARG1).unwrap_or(0) as i32)
-    };
+    let (fd, backlog) = (field::<u64>(&ctx, ARG0) as i32, field::<u64>(&ctx, ARG1) as i32);
     let ev = ListenEvent { hdr: header(kind::LISTEN, id), fd, backlog };
     if EVENTS.output::<ListenEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{counters, kind, ExitEvent, ForkEvent, SignalEvent};
 
-use crate::maps::{EVENTS, count, header, pid_tgid, submit_flags};
+use crate::maps::{EVENTS, count, field, header, pid_tgid, submit_flags};
 
 /// Signals that end a process unless handled: what kills workers (timeouts, harakiri, OOM, ^C).
 #[inline(always)]
@@ -20,17 +20,20 @@ fn fatal(sig: i32) -> bool {
 
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
-    let sig: i32 = unsafe { ctx.read_at(8) }.unwrap_or(0);
+    let sig: i32 = field(&ctx, 8);
     if !fatal(sig) {
         return 0;
     }
     let ev = SignalEvent {
         hdr: header(kind::SIGNAL, pid_tgid()),
         sig,
-        target_pid: unsafe { ctx.read_at(36) }.unwrap_or(0),
-        target_comm: unsafe { ctx.read_at(20) }.unwrap_or([0; 16]),
-        code: unsafe { ctx.read_at(16) }.unwrap_or(0),
-        result: unsafe { ctx.read_at(44) }.unwrap_or(0),
+        target_pid: field(&ctx, 36),
+        // comm[16] at offset 20: four aligned 4-byte loads.
+        target_comm: unsafe {
+            core::mem::transmute::<[u32; 4], [u8; 16]>([field(&ctx, 20), field(&ctx, 24), field(&ctx, 28), field(&ctx, 32)])
+        },
+        code: field(&ctx, 16),
+        result: field(&ctx, 44),
     };
     if EVENTS.output::<SignalEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
@@ -40,7 +43,7 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn process_exit(ctx: TracePointContext) -> u32 {
-    let group_dead: u8 = unsafe { ctx.read_at(32) }.unwrap_or(0);
+    let group_dead: u8 = field(&ctx, 32);
     if group_dead == 0 {
         return 0;
     }
@@ -62,7 +65,7 @@ pub fn process_fork(ctx: TracePointContext) -> u32 {
     if unsafe { APP_MASTERS.get(&parent) }.is_none() {
         return 0;
     }
-    let ev = ForkEvent { hdr: header(kind::FORK, id), child_pid: unsafe { ctx.read_at::<i32>(20) }.unwrap_or(0) as u32, _pad: 0 };
+    let ev = ForkEvent { hdr: header(kind::FORK, id), child_pid: field::<i32>(&ctx, 20) as u32, _pad: 0 };
     if EVENTS.output::<ForkEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
     }

@@ -3,11 +3,12 @@
 //!
 //! Which sockets: those the traced process connect()ed (`sys_exit_connect` marks (tgid, fd); the
 //! first send on that fd binds it to its `struct sock`). Connections opened before the tracer
-//! started are not followed. `sock:sock_send_length` / `sock:sock_recv_length` give the socket
-//! and result for every family, unix included; the fd comes from the I/O syscall's enter
-//! (`syscalls:sys_enter_{write,writev,sendto,sendmsg,read,readv,recvfrom,recvmsg}`), and
-//! `sys_enter_close` ends a connection from the proxy's side. `tcp:tcp_destroy_sock` clears state
-//! of TCP sockets that vanish without a close() we saw.
+//! started are not followed. `sock_send_length` / `sock_recv_length` give the socket and result
+//! for every family, unix included; they run as raw tracepoints (the arguments as passed, no
+//! record to fill: they fire on every send/recv of every process). The fd of a send comes from
+//! the write-side syscall's enter (`syscalls:sys_enter_{write,writev,sendto,sendmsg}`; receives
+//! need no fd), and `sys_enter_close` ends a connection from the proxy's side.
+//! `tcp:tcp_destroy_sock` clears state of TCP sockets that vanish without a close() we saw.
 //!
 //! IDLE → REQUEST_SENT (bytes sent) → RESPONDING (first byte back) → next request (reuse), peer
 //! close (EOF/RST/failed send) or local close. A peer close before any response byte is a
@@ -15,9 +16,10 @@
 //! response byte is the proxy giving up.
 
 use aya_ebpf::{
-    macros::{map, tracepoint},
+    helpers::bpf_probe_read_kernel,
+    macros::{map, raw_tracepoint, tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     counters, kind,
@@ -25,9 +27,9 @@ use tracer_common::{
     ConnCloseEvent, EventHeader, RequestEvent,
 };
 
-use crate::maps::{EVENTS, LRU_PER_CPU, count, header, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
-use crate::net::{AF_INET, AF_INET6, AF_UNIX, ECONNRESET, EPIPE, IPPROTO_TCP};
+use crate::net::{AF_INET, AF_INET6, AF_UNIX, ECONNRESET, EPIPE, SKC_FAMILY};
 const MSG_PEEK: i32 = 2;
 const EINPROGRESS: i64 = -115;
 /// A peer EOF this long after the last response byte closed an idle keep-alive connection;
@@ -54,7 +56,8 @@ pub struct Conn {
 #[map]
 static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
-/// (tgid << 32 | fd) connect()ed by a traced process, not yet bound to a socket.
+/// (tgid << 32 | fd) connect()ed by a traced process, not yet bound to a socket; the value says
+/// whether connect() started a TCP handshake (`CONNECTED_TCP`).
 #[map]
 static CONNECTED_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
@@ -71,50 +74,46 @@ fn fd_key(pid_tgid: u64, fd: i32) -> u64 {
     (pid_tgid & 0xffff_ffff_0000_0000) | (fd as u32 as u64)
 }
 
+const CONNECTED_TCP: u64 = 1;
+
 /// Called by connect_exit: a traced process connected `fd` (or started to).
 #[inline(always)]
-pub fn mark_connected(id: u64, fd: i32, ret: i64) {
+pub fn mark_connected(id: u64, fd: i32, ret: i64, tcp: bool) {
     if ret == 0 || ret == EINPROGRESS {
-        if CONNECTED_FD.insert(&fd_key(id, fd), &now_ns(), 0).is_err() {
+        let how = if tcp { CONNECTED_TCP } else { 0 };
+        if CONNECTED_FD.insert(&fd_key(id, fd), &how, 0).is_err() {
             count(counters::CONN_MAP_FULL);
         }
     }
 }
 
+/// sys_enter_{write,writev,sendto,sendmsg} of a traced thread: remember the fd (for the
+/// sock_send that follows in the same call) and look for a 5xx status line.
 #[tracepoint]
 pub fn io_enter(ctx: TracePointContext) -> u32 {
     let id = pid_tgid();
     if !traced(id) {
         return 0;
     }
-    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
-    let _ = FD_CALL.insert(&id, &fd, 0);
-    let nr: i32 = unsafe { ctx.read_at(8) }.unwrap_or(-1);
-    crate::probes::http_status::check(id, nr, fd, unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0));
+    let fd = field::<u64>(&ctx, 16) as i32;
+    // A thread's entry exists after its first call: overwrite in place (a lookup) rather than
+    // insert, which allocates a new element and frees the old one every time.
+    match FD_CALL.get_ptr_mut(&id) {
+        Some(p) => unsafe { *p = fd },
+        None => {
+            let _ = FD_CALL.insert(&id, &fd, 0);
+        }
+    }
+    let nr: i32 = field(&ctx, 8);
+    crate::probes::http_status::check(id, nr, fd, field(&ctx, 24));
     0
 }
 
-// sock:sock_send_length / sock_recv_length offsets.
-const SL_SK: usize = 8;
-const SL_FAMILY: usize = 16;
-const SL_PROTO: usize = 18;
-const SL_RET: usize = 20;
-const SL_FLAGS: usize = 24;
-
-/// Socket, family and result of a send/recv by a traced process on a stream socket we care about.
+// Raw tracepoint arguments of sock_send_length / sock_recv_length: (struct sock *sk, int ret,
+// int flags).
 #[inline(always)]
-fn io_args(ctx: &TracePointContext) -> Option<(u64, u16, i32)> {
-    let family: u16 = unsafe { ctx.read_at(SL_FAMILY) }.ok()?;
-    match family {
-        AF_UNIX => {}
-        AF_INET | AF_INET6 => {
-            if unsafe { ctx.read_at::<u16>(SL_PROTO) }.ok()? != IPPROTO_TCP {
-                return None;
-            }
-        }
-        _ => return None,
-    }
-    Some((unsafe { ctx.read_at(SL_SK) }.ok()?, family, unsafe { ctx.read_at(SL_RET) }.ok()?))
+fn io_args(ctx: &RawTracePointContext) -> (u64, i32) {
+    (ctx.arg::<u64>(0), ctx.arg::<u64>(1) as i32)
 }
 
 fn emit_request(c: &Conn, sk: u64, end_reason: u32) {
@@ -189,25 +188,34 @@ fn peer_closed(c: &Conn, sk: u64, how_: u32) {
     let _ = CONNS.remove(&sk);
 }
 
-#[tracepoint]
-pub fn sock_send(ctx: TracePointContext) -> u32 {
-    let id = pid_tgid();
-    if !traced(id) {
-        return 0;
-    }
-    let Some((sk, family, ret)) = io_args(&ctx) else { return 0 };
-    let now = now_ns();
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send(ctx: RawTracePointContext) -> u32 {
+    // Every send of every process lands here: the map of followed sockets decides first.
+    let (sk, ret) = io_args(&ctx);
     let Some(c) = CONNS.get_ptr_mut(&sk) else {
         if ret <= 0 {
             return 0;
         }
         // First send on a socket: follow it if this process connect()ed its fd.
+        let id = pid_tgid();
+        if !traced(id) {
+            return 0;
+        }
         let Some(&fd) = (unsafe { FD_CALL.get(&id) }) else { return 0 };
         let key = fd_key(id, fd);
-        if unsafe { CONNECTED_FD.get(&key) }.is_none() {
+        let Some(&how) = (unsafe { CONNECTED_FD.get(&key) }) else { return 0 };
+        let family: u16 = unsafe { bpf_probe_read_kernel((sk as *const u8).add(SKC_FAMILY) as *const u16) }.unwrap_or(0);
+        let stream = match family {
+            AF_UNIX => true,
+            // A connected UDP socket (a resolver) is not an upstream connection.
+            AF_INET | AF_INET6 => how == CONNECTED_TCP,
+            _ => false,
+        };
+        if !stream {
             return 0;
         }
         let _ = CONNECTED_FD.remove(&key);
+        let now = now_ns();
         let c = Conn {
             hdr: header(kind::REQUEST, id),
             start_ns: now,
@@ -232,6 +240,7 @@ pub fn sock_send(ctx: TracePointContext) -> u32 {
     if ret < 0 && !failed {
         return 0; // EAGAIN and the like: nothing was sent, nothing changed
     }
+    let now = now_ns();
     if c.state == state::REQUEST_SENT {
         c.bytes_sent = c.bytes_sent.wrapping_add(ret.max(0) as u32);
     } else {
@@ -257,17 +266,13 @@ pub fn sock_send(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn sock_recv(ctx: TracePointContext) -> u32 {
-    let id = pid_tgid();
-    if !traced(id) {
-        return 0;
-    }
-    let Some((sk, _family, ret)) = io_args(&ctx) else { return 0 };
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv(ctx: RawTracePointContext) -> u32 {
+    let (sk, ret) = io_args(&ctx);
     let Some(c) = CONNS.get_ptr_mut(&sk) else { return 0 };
     let c = unsafe { &mut *c };
     if ret > 0 {
-        let flags: i32 = unsafe { ctx.read_at(SL_FLAGS) }.unwrap_or(0);
+        let flags = ctx.arg::<u64>(2) as i32;
         if flags & MSG_PEEK != 0 {
             return 0;
         }
@@ -294,7 +299,7 @@ pub fn close_enter(ctx: TracePointContext) -> u32 {
     if !traced(id) {
         return 0;
     }
-    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
+    let fd = field::<u64>(&ctx, 16) as i32;
     let key = fd_key(id, fd);
     let _ = CONNECTED_FD.remove(&key);
     let Some(&sk) = (unsafe { SK_BY_FD.get(&key) }) else { return 0 };
@@ -314,7 +319,7 @@ pub fn close_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tcp_destroy(ctx: TracePointContext) -> u32 {
-    let sk: u64 = unsafe { ctx.read_at(8) }.unwrap_or(0);
+    let sk: u64 = field(&ctx, 8);
     let _ = CONNS.remove(&sk);
     0
 }

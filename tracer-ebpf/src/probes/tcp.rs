@@ -20,9 +20,9 @@ use tracer_common::{
     counters, kind, tcp::outcome, AcceptEvent, EventHeader, ListenOverflowEvent, TcpAddrs, TcpConnectEvent,
 };
 
-use crate::maps::{EVENTS, LRU_PER_CPU, count, header, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{EVENTS, LRU_PER_CPU, count, field, field16, header, now_ns, pid_tgid, submit_flags, traced};
 
-use crate::net::{AF_INET, AF_INET6, IPPROTO_TCP};
+use crate::net::{AF_INET, AF_INET6, IPPROTO_TCP, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SKC_STATE};
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
@@ -85,23 +85,22 @@ static PENDING_ACCEPT: LruHashMap<u64, PendingAccept> = LruHashMap::with_max_ent
 /// layout of each tracepoint; the caller passes the offsets).
 #[inline(always)]
 fn addrs(ctx: &TracePointContext, sport: usize, dport: usize, family: usize, saddr: usize, daddr: usize, saddr6: usize, daddr6: usize) -> TcpAddrs {
-    let fam: u16 = unsafe { ctx.read_at(family) }.unwrap_or(0);
+    let fam: u16 = field(ctx, family);
     let mut a = TcpAddrs {
         family: fam,
-        sport: unsafe { ctx.read_at(sport) }.unwrap_or(0),
-        dport: unsafe { ctx.read_at(dport) }.unwrap_or(0),
+        sport: field(ctx, sport),
+        dport: field(ctx, dport),
         _pad: 0,
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if fam == AF_INET6 {
-        a.saddr = unsafe { ctx.read_at(saddr6) }.unwrap_or([0; 16]);
-        a.daddr = unsafe { ctx.read_at(daddr6) }.unwrap_or([0; 16]);
+        a.saddr = field16(ctx, saddr6);
+        a.daddr = field16(ctx, daddr6);
     } else {
-        let s: [u8; 4] = unsafe { ctx.read_at(saddr) }.unwrap_or([0; 4]);
-        let d: [u8; 4] = unsafe { ctx.read_at(daddr) }.unwrap_or([0; 4]);
-        a.saddr[..4].copy_from_slice(&s);
-        a.daddr[..4].copy_from_slice(&d);
+        // Addresses in network order: keep the bytes as they are in memory.
+        a.saddr[..4].copy_from_slice(&field::<u32>(ctx, saddr).to_ne_bytes());
+        a.daddr[..4].copy_from_slice(&field::<u32>(ctx, daddr).to_ne_bytes());
     }
     a
 }
@@ -121,13 +120,13 @@ const SS_PROTO: usize = 30;
 
 #[tracepoint]
 pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
-    let proto: u16 = unsafe { ctx.read_at(SS_PROTO) }.unwrap_or(0);
+    let proto: u16 = field(&ctx, SS_PROTO);
     if proto != IPPROTO_TCP {
         return 0;
     }
-    let sk: u64 = unsafe { ctx.read_at(SS_SKADDR) }.unwrap_or(0);
-    let old: i32 = unsafe { ctx.read_at(SS_OLD) }.unwrap_or(0);
-    let new: i32 = unsafe { ctx.read_at(SS_NEW) }.unwrap_or(0);
+    let sk: u64 = field(&ctx, SS_SKADDR);
+    let old: i32 = field(&ctx, SS_OLD);
+    let new: i32 = field(&ctx, SS_NEW);
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             // Inside connect(): the caller is the current task.
@@ -135,6 +134,7 @@ pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
             if !traced(id) {
                 return 0;
             }
+            super::connect::mark_tcp(id);
             let c = Connecting { hdr: header(kind::TCP_CONNECT, id), start_ns: now_ns(), syn_retransmits: 0, rst: 0 };
             if CONNECTING.insert(&sk, &c, 0).is_err() {
                 count(counters::CONN_MAP_FULL);
@@ -189,11 +189,11 @@ const RT_STATE: usize = 24;
 
 #[tracepoint]
 pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
-    let state: i32 = unsafe { ctx.read_at(RT_STATE) }.unwrap_or(0);
+    let state: i32 = field(&ctx, RT_STATE);
     if state != TCP_SYN_SENT {
         return 0;
     }
-    let sk: u64 = unsafe { ctx.read_at(RT_SKADDR) }.unwrap_or(0);
+    let sk: u64 = field(&ctx, RT_SKADDR);
     if let Some(c) = CONNECTING.get_ptr_mut(&sk) {
         unsafe { (*c).syn_retransmits += 1 };
     }
@@ -202,7 +202,7 @@ pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let sk: u64 = unsafe { ctx.read_at(8) }.unwrap_or(0);
+    let sk: u64 = field(&ctx, 8);
     if let Some(c) = CONNECTING.get_ptr_mut(&sk) {
         unsafe { (*c).rst = 1 };
     }
@@ -212,23 +212,17 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 // skb:kfree_skb offsets.
 const KF_RX_SK: usize = 24;
 const KF_REASON: usize = 36;
-// struct sock_common: skc_rcv_saddr at 4, skc_num (local port, host order) at 14, skc_family at
-// 16 — unchanged since Linux 2.6.
-const SKC_RCV_SADDR: usize = 4;
-const SKC_NUM: usize = 14;
-const SKC_FAMILY: usize = 16;
-const SKC_STATE: usize = 18;
 const TCP_LISTEN: u8 = 10;
 
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
-    let reason: u32 = unsafe { ctx.read_at(KF_REASON) }.unwrap_or(0);
+    let reason: u32 = field(&ctx, KF_REASON);
     let overflow = unsafe { core::ptr::read_volatile(&LISTEN_OVERFLOW_REASON) };
     let no_socket = unsafe { core::ptr::read_volatile(&NO_SOCKET_REASON) };
     if reason == 0 || (reason != overflow && reason != no_socket) {
         return 0;
     }
-    let sk: u64 = unsafe { ctx.read_at(KF_RX_SK) }.unwrap_or(0);
+    let sk: u64 = field(&ctx, KF_RX_SK);
     if sk == 0 {
         return 0;
     }
@@ -266,9 +260,9 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn accept_enter(ctx: TracePointContext) -> u32 {
     let p = PendingAccept {
-        listen_fd: unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32,
+        listen_fd: field::<u64>(&ctx, 16) as i32,
         _pad: 0,
-        upeer: unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0),
+        upeer: field(&ctx, 24),
     };
     if p.upeer == 0 {
         // Caller did not ask for the peer address: we cannot pair it with the queued socket.
@@ -286,7 +280,7 @@ pub fn accept_exit(ctx: TracePointContext) -> u32 {
     let Some(p) = PENDING_ACCEPT.get_ptr(&id) else { return 0 };
     let (listen_fd, upeer) = unsafe { ((*p).listen_fd, (*p).upeer) };
     let _ = PENDING_ACCEPT.remove(&id);
-    let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(-1);
+    let ret: i64 = field(&ctx, 16);
     if ret < 0 {
         return 0;
     }
