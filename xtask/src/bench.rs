@@ -69,6 +69,15 @@ impl Plan {
     }
 }
 
+/// The four phases, for `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    Overhead,
+    Throughput,
+    Kcost,
+    Memory,
+}
+
 /// What every phase needs.
 pub struct Ctx {
     pub tracer: PathBuf,
@@ -100,7 +109,8 @@ pub fn sleep(secs: f64) {
     std::thread::sleep(Duration::from_secs_f64(secs));
 }
 
-pub fn run(smoke: bool) -> Result<()> {
+pub fn run(smoke: bool, only: &[Phase]) -> Result<()> {
+    let runs = |p: Phase| only.is_empty() || only.contains(&p);
     // SAFETY: the handler only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     let ctx = Ctx { tracer: tracer_e2e::repo_root().join("target/release/tracer"), started: Instant::now() };
@@ -123,14 +133,23 @@ pub fn run(smoke: bool) -> Result<()> {
     r.loadavg.push(loadavg());
     let foreign_cpu = tools::foreign_cpu_secs();
 
-    ctx.progress("phase 1/4: request overhead (wrk → nginx → gunicorn; untraced, tracer, bpftrace interleaved)");
-    r.overhead = overhead::run(&ctx, &plan)?;
-    ctx.progress("phase 2/4: event throughput (synthetic loopback ping-pong)");
-    r.throughput = events::run(&ctx, &plan)?;
-    ctx.progress("phase 3/4: kernel time per program (kernel.bpf_stats_enabled=1)");
-    r.kcost = kcost::run(&ctx, &plan)?;
-    ctx.progress("phase 4/4: memory at 1 k … 100 k connections");
-    r.memory = memory::run(&ctx, &plan)?;
+    if runs(Phase::Overhead) {
+        ctx.progress("phase 1/4: request overhead (wrk → nginx → gunicorn; untraced, tracer, bpftrace interleaved)");
+        r.overhead = overhead::run(&ctx, &plan)?;
+    }
+    if runs(Phase::Throughput) {
+        ctx.progress("phase 2/4: event throughput (synthetic loopback ping-pong)");
+        r.throughput = events::run(&ctx, &plan)?;
+    }
+    if runs(Phase::Kcost) {
+        ctx.progress("phase 3/4: kernel time per program (kernel.bpf_stats_enabled=1)");
+        r.kcost = kcost::run(&ctx, &plan)?;
+    }
+    if runs(Phase::Memory) {
+        ctx.progress("phase 4/4: memory at 1 k … 100 k connections");
+        r.memory = memory::run(&ctx, &plan)?;
+    }
+    r.partial = !only.is_empty();
 
     quiet_check(&mut r);
     r.loadavg.push(loadavg());
@@ -138,7 +157,9 @@ pub fn run(smoke: bool) -> Result<()> {
     r.elapsed = ctx.started.elapsed();
     let md = r.markdown();
     println!("{md}");
-    let path = if smoke {
+    let path = if r.partial {
+        tracer_e2e::repo_root().join("target/BENCHMARKS-partial.md")
+    } else if smoke {
         tracer_e2e::repo_root().join("target/BENCHMARKS-smoke.md")
     } else {
         tracer_e2e::repo_root().join("BENCHMARKS.md")

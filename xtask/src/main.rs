@@ -30,6 +30,10 @@ enum Cmd {
     Bench {
         #[arg(long)]
         smoke: bool,
+        /// Run only these phases (comma-separated; the report then goes to
+        /// target/BENCHMARKS-partial.md, BENCHMARKS.md stays as it is).
+        #[arg(long, value_delimiter = ',', value_enum)]
+        only: Vec<bench::Phase>,
     },
     /// Set up, then run every test (unit and root-only end-to-end) of the default members
     /// (the eBPF crate is built for the BPF target by tracer/build.rs, not tested on the host).
@@ -47,9 +51,9 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             demo::run(requests)
         }
-        Cmd::Bench { smoke } => {
+        Cmd::Bench { smoke, only } => {
             setup::run()?;
-            bench::run(smoke)
+            bench::run(smoke, &only)
         }
         Cmd::Test { args } => {
             setup::run()?;

@@ -35,6 +35,8 @@ pub struct Report {
     pub foreign_cpu_secs: f64,
     /// `git describe --dirty` when the tracer was built.
     pub revision: String,
+    /// Only some phases ran (`--only`).
+    pub partial: bool,
 }
 
 impl Report {
@@ -54,6 +56,7 @@ impl Report {
             loadavg: Vec::new(),
             foreign_cpu_secs: 0.0,
             revision: String::new(),
+            partial: false,
         }
     }
 
@@ -65,6 +68,9 @@ impl Report {
 
     fn write(&self, s: &mut String) -> std::fmt::Result {
         writeln!(s, "# Benchmarks\n")?;
+        if self.partial {
+            writeln!(s, "**Partial run** (`cargo xtask bench --only …`): only some phases ran.\n")?;
+        }
         if self.smoke {
             writeln!(s, "**Smoke run** (`cargo xtask bench --smoke`): seconds per measurement, one repetition — it shows the bench works; its numbers are noise.\n")?;
         }
@@ -95,10 +101,20 @@ impl Report {
             writeln!(s, "- {line}")?;
         }
         writeln!(s)?;
-        self.write_overhead(s)?;
-        self.write_throughput(s)?;
-        self.write_kcost(s)?;
-        self.write_memory(s)
+        // A partial run (`--only`) leaves out the phases it did not run.
+        if !self.partial || !self.overhead.is_empty() {
+            self.write_overhead(s)?;
+        }
+        if !self.partial || !self.throughput.is_empty() {
+            self.write_throughput(s)?;
+        }
+        if !self.partial || !self.kcost.is_empty() {
+            self.write_kcost(s)?;
+        }
+        if !self.partial || !self.memory.is_empty() {
+            self.write_memory(s)?;
+        }
+        Ok(())
     }
 
     /// One line per phase: the headline number next to its goal.
