@@ -125,10 +125,3 @@ pub fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     // SAFETY: the context is the tracepoint record; the verifier checks offset and size.
     unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
 }
-
-/// A 16-byte array field (an IPv6 address, a comm) at an 8-byte-aligned offset, as two loads.
-#[inline(always)]
-pub fn field16(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
-    let w: [u64; 2] = [field(ctx, offset), field(ctx, offset + 8)];
-    unsafe { core::mem::transmute(w) }
-}

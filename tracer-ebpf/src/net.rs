@@ -2,12 +2,14 @@
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
-pub const IPPROTO_TCP: u16 = 6;
 pub const EPIPE: i32 = 32;
 pub const ECONNRESET: i32 = 104;
 
-// struct sock_common, at the start of every struct sock: skc_rcv_saddr at 4, skc_num (local
-// port, host order) at 14, skc_family at 16, skc_state at 18 — unchanged since Linux 2.6.
+// struct sock_common, at the start of every struct sock: skc_daddr at 0, skc_rcv_saddr at 4,
+// skc_dport (network order) at 12, skc_num (local port, host order) at 14, skc_family at 16,
+// skc_state at 18 — unchanged since Linux 2.6.
+pub const SKC_DADDR: usize = 0;
+pub const SKC_DPORT: usize = 12;
 pub const SKC_RCV_SADDR: usize = 4;
 pub const SKC_NUM: usize = 14;
 pub const SKC_FAMILY: usize = 16;

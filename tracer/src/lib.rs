@@ -4,6 +4,7 @@
 //! every host question goes through `env` so `record` can replay it) → `correlate` (each 502/504
 //! to its kernel cause) → `verdict` → `output` (terminal, JSON lines, report, HTML).
 
+pub mod btf;
 pub mod cli;
 pub mod collector;
 pub mod correlate;

@@ -30,6 +30,7 @@ pub const CONNECT_PROBES: &[ProbeSpec] = &[
 /// TCP connect outcome/latency, SYN retransmits, listener drops and accept-queue wait.
 /// A program listed twice is attached to two tracepoints.
 pub const TCP_PROBES: &[ProbeSpec] = &[
+    // tcp_set_state, sock_send and sock_recv are raw tracepoints (arguments as passed, no record).
     ProbeSpec { program: "tcp_set_state", category: "sock", name: "inet_sock_set_state", feature: "TCP connect latency/outcome and accept-queue wait", required: false },
     ProbeSpec { program: "tcp_retransmit", category: "tcp", name: "tcp_retransmit_skb", feature: "SYN retransmit counts", required: false },
     ProbeSpec { program: "tcp_receive_reset", category: "tcp", name: "tcp_receive_reset", feature: "refused (RST) TCP connects", required: false },
@@ -43,7 +44,6 @@ pub const TCP_PROBES: &[ProbeSpec] = &[
 /// Upstream request state (send/recv/close of connect()ed sockets) and the process events that
 /// explain a cut request.
 pub const REQUEST_PROBES: &[ProbeSpec] = &[
-    // Raw tracepoints (the programs take the tracepoint's arguments, no record is filled).
     ProbeSpec { program: "sock_send", category: "sock", name: "sock_send_length", feature: "upstream request tracking", required: false },
     ProbeSpec { program: "sock_recv", category: "sock", name: "sock_recv_length", feature: "upstream request tracking", required: false },
     ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_write", feature: "upstream requests sent with write() and 5xx status lines", required: false },
@@ -166,6 +166,7 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
     let config = filter.config()?;
     let overflow_reason = tracepoint_symbol("skb", "kfree_skb", "TCP_LISTEN_OVERFLOW").unwrap_or(0);
     let no_socket_reason = tracepoint_symbol("skb", "kfree_skb", "NO_SOCKET").unwrap_or(0);
+    let (v6_daddr, v6_saddr, inet_sport) = sock_offsets();
     let mut loader = EbpfLoader::new();
     if let Some(n) = map_entries {
         for m in CONNECTION_MAPS {
@@ -177,6 +178,9 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         .override_global("LISTEN_OVERFLOW_REASON", &overflow_reason, true)
         .override_global("NO_SOCKET_REASON", &no_socket_reason, true)
         .override_global("WAKEUP_BYTES", &(ringbuf_bytes as u64 / 4), true)
+        .override_global("SKC_V6_DADDR", &v6_daddr, true)
+        .override_global("SKC_V6_RCV_SADDR", &v6_saddr, true)
+        .override_global("INET_SPORT", &inet_sport, true)
         .map_max_entries("EVENTS", ringbuf_bytes)
         .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")))
         .context("loading the eBPF object (is this kernel ≥ 5.8 with BTF and ring buffers?)")?;
@@ -211,6 +215,26 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         statuses.push(ProbeStatus { program: p.program.to_string(), tracepoint, attached: result.is_ok(), error: result.err().map(|e| format!("{e:#}")) });
     }
     Ok(Loaded { ebpf, logger, probes: statuses, attach_time: start.elapsed() })
+}
+
+/// Where struct sock keeps what the TCP state probe reads on this kernel: the IPv6 addresses
+/// (struct sock_common) and the source port (inet_sock.inet_sport). Without BTF the usual
+/// layout is assumed for the addresses, the port falls back to skc_num, and the user is told.
+fn sock_offsets() -> (u64, u64, u64) {
+    let found = crate::btf::Btf::from_sys_fs().and_then(|b| {
+        Ok((
+            b.member_offset("sock_common", "skc_v6_daddr")?,
+            b.member_offset("sock_common", "skc_v6_rcv_saddr")?,
+            b.member_offset("inet_sock", "inet_sport")?,
+        ))
+    });
+    match found {
+        Ok((d, s, p)) => (d as u64, s as u64, p as u64),
+        Err(e) => {
+            log::warn!("kernel BTF unusable ({e:#}): assuming the usual struct sock layout; IPv6 addresses and local ports of failed TCP connects may be wrong");
+            (56, 72, 0)
+        }
+    }
 }
 
 /// Attach a tracepoint program to `category:name`, or a raw-tracepoint program to `name` (the

@@ -1,4 +1,4 @@
-//! TCP connect and listener probes, tracepoints only.
+//! TCP connect and listener probes, tracepoints only (inet_sock_set_state as a raw tracepoint).
 //!
 //! Connect side: `sock:inet_sock_set_state` CLOSE→SYN_SENT runs inside the caller's connect(), so
 //! the process filter applies there and the caller is remembered per socket; SYN retransmits
@@ -12,17 +12,17 @@
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, bpf_probe_read_user_buf},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     counters, kind, tcp::outcome, AcceptEvent, EventHeader, ListenOverflowEvent, TcpAddrs, TcpConnectEvent,
 };
 
-use crate::maps::{EVENTS, LRU_PER_CPU, count, field, field16, header, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
-use crate::net::{AF_INET, AF_INET6, IPPROTO_TCP, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SKC_STATE};
+use crate::net::{AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SKC_STATE};
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
@@ -81,52 +81,59 @@ pub struct PendingAccept {
 #[map]
 static PENDING_ACCEPT: LruHashMap<u64, PendingAccept> = LruHashMap::with_max_entries(16384, LRU_PER_CPU);
 
-/// Read the inet_sock_set_state / tcp_* address block at `off` (family, sport, dport follow the
-/// layout of each tracepoint; the caller passes the offsets).
+/// Offsets of skc_v6_daddr / skc_v6_rcv_saddr in struct sock_common: they follow config-dependent
+/// members, so userspace reads them from the kernel's BTF and sets them at load time (56 and 72
+/// on x86_64 and arm64 with network namespaces and IPv6).
+#[no_mangle]
+static SKC_V6_DADDR: u64 = 56;
+#[no_mangle]
+static SKC_V6_RCV_SADDR: u64 = 72;
+/// Offset of inet_sock.inet_sport (network order), from BTF; 0 = unknown, use skc_num instead.
+/// The source port must come from here: a connect that fails releases its port (skc_num = 0)
+/// before the state change to CLOSE is traced.
+#[no_mangle]
+static INET_SPORT: u64 = 0;
+
+/// The addresses of a TCP socket, read from its struct sock_common (what inet_sock_set_state's
+/// record would carry, read only for the transitions that need it).
 #[inline(always)]
-fn addrs(ctx: &TracePointContext, sport: usize, dport: usize, family: usize, saddr: usize, daddr: usize, saddr6: usize, daddr6: usize) -> TcpAddrs {
-    let fam: u16 = field(ctx, family);
+fn sock_addrs(sk: u64) -> TcpAddrs {
+    let base = sk as *const u8;
+    // skc_daddr, skc_rcv_saddr, skc_hash, skc_dport (network order), skc_num (host order),
+    // skc_family: the first 18 bytes, in one read.
+    let head: [u8; 18] = unsafe { bpf_probe_read_kernel(base as *const [u8; 18]) }.unwrap_or([0; 18]);
+    let family = u16::from_ne_bytes([head[SKC_FAMILY], head[SKC_FAMILY + 1]]);
     let mut a = TcpAddrs {
-        family: fam,
-        sport: field(ctx, sport),
-        dport: field(ctx, dport),
+        family,
+        sport: u16::from_ne_bytes([head[SKC_NUM], head[SKC_NUM + 1]]),
+        dport: u16::from_be_bytes([head[SKC_DPORT], head[SKC_DPORT + 1]]),
         _pad: 0,
         saddr: [0; 16],
         daddr: [0; 16],
     };
-    if fam == AF_INET6 {
-        a.saddr = field16(ctx, saddr6);
-        a.daddr = field16(ctx, daddr6);
+    let sport_off = unsafe { core::ptr::read_volatile(&INET_SPORT) };
+    if sport_off != 0 {
+        let p: [u8; 2] = unsafe { bpf_probe_read_kernel(base.add(sport_off as usize) as *const [u8; 2]) }.unwrap_or([0; 2]);
+        a.sport = u16::from_be_bytes(p);
+    }
+    if family == AF_INET6 {
+        let (d, s) = unsafe { (core::ptr::read_volatile(&SKC_V6_DADDR), core::ptr::read_volatile(&SKC_V6_RCV_SADDR)) };
+        a.daddr = unsafe { bpf_probe_read_kernel(base.add(d as usize) as *const [u8; 16]) }.unwrap_or([0; 16]);
+        a.saddr = unsafe { bpf_probe_read_kernel(base.add(s as usize) as *const [u8; 16]) }.unwrap_or([0; 16]);
     } else {
-        // Addresses in network order: keep the bytes as they are in memory.
-        a.saddr[..4].copy_from_slice(&field::<u32>(ctx, saddr).to_ne_bytes());
-        a.daddr[..4].copy_from_slice(&field::<u32>(ctx, daddr).to_ne_bytes());
+        a.daddr[..4].copy_from_slice(&head[SKC_DADDR..SKC_DADDR + 4]);
+        a.saddr[..4].copy_from_slice(&head[SKC_RCV_SADDR..SKC_RCV_SADDR + 4]);
     }
     a
 }
 
-/// The address block of sock:inet_sock_set_state (sport 24, dport 26, family 28, saddr 32,
-/// daddr 36, saddr_v6 40, daddr_v6 56: see its format file).
-#[inline(always)]
-fn set_state_addrs(ctx: &TracePointContext) -> TcpAddrs {
-    addrs(ctx, 24, 26, 28, 32, 36, 40, 56)
-}
-
-// sock:inet_sock_set_state offsets (see its format file).
-const SS_SKADDR: usize = 8;
-const SS_OLD: usize = 16;
-const SS_NEW: usize = 20;
-const SS_PROTO: usize = 30;
-
-#[tracepoint]
-pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
-    let proto: u16 = field(&ctx, SS_PROTO);
-    if proto != IPPROTO_TCP {
-        return 0;
-    }
-    let sk: u64 = field(&ctx, SS_SKADDR);
-    let old: i32 = field(&ctx, SS_OLD);
-    let new: i32 = field(&ctx, SS_NEW);
+/// inet_sock_set_state as a raw tracepoint: (struct sock *sk, int oldstate, int newstate). It
+/// fires on every TCP state change on the machine; the classic tracepoint would fill a record
+/// with both address pairs each time, where only three transitions matter here. Only TCP
+/// (and SCTP, which never uses SYN_SENT/SYN_RECV) sockets pass through it.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn tcp_set_state(ctx: RawTracePointContext) -> u32 {
+    let (sk, old, new) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1) as i32, ctx.arg::<u64>(2) as i32);
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             // Inside connect(): the caller is the current task.
@@ -142,7 +149,7 @@ pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
         }
         (TCP_SYN_SENT, _) => {
             let Some(c) = CONNECTING.get_ptr(&sk) else { return 0 };
-            let a = set_state_addrs(&ctx);
+            let a = sock_addrs(sk);
             let now = now_ns();
             match EVENTS.reserve::<TcpConnectEvent>(0) {
                 Some(mut entry) => {
@@ -171,7 +178,7 @@ pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
         }
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
             // A child socket completed the handshake and is now in its listener's accept queue.
-            let a = set_state_addrs(&ctx);
+            let a = sock_addrs(sk);
             let key = PeerKey { family: a.family, port: a.dport, _pad: 0, addr: a.daddr };
             let q = Queued { since_ns: now_ns(), local_port: a.sport, _pad: [0; 3], local_addr: a.saddr };
             if ACCEPT_QUEUE.insert(&key, &q, 0).is_err() {
