@@ -10,9 +10,12 @@ pub const ADDR_READ_FAILED: u32 = 2;
 /// A per-connection map (TCP connect or accept-queue state) was full: that connection is not
 /// followed.
 pub const CONN_MAP_FULL: u32 = 3;
+/// A connect()ed or accept()ed fd could not be resolved to its socket (kernel layout unknown or
+/// a read failed): that connection is not followed.
+pub const SOCK_LOOKUP_FAILED: u32 = 4;
 /// Number of counters.
-pub const COUNT: u32 = 4;
+pub const COUNT: u32 = 5;
 
 /// Human names, indexed like the constants above.
 pub const NAMES: [&str; COUNT as usize] =
-    ["ringbuf_full", "pending_map_full", "addr_read_failed", "conn_map_full"];
+    ["ringbuf_full", "pending_map_full", "addr_read_failed", "conn_map_full", "sock_lookup_failed"];

@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod counters;
 pub mod filter;
+pub mod kernel_layout;
 pub mod request;
 pub mod tcp;
 
@@ -68,6 +69,7 @@ mod pod {
     unsafe impl aya::Pod for crate::ConnectEvent {}
     unsafe impl aya::Pod for crate::ListenEvent {}
     unsafe impl aya::Pod for crate::filter::FilterConfig {}
+    unsafe impl aya::Pod for crate::kernel_layout::KernelLayout {}
     unsafe impl aya::Pod for crate::TcpConnectEvent {}
     unsafe impl aya::Pod for crate::ListenOverflowEvent {}
     unsafe impl aya::Pod for crate::AcceptEvent {}

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod layout;
 mod maps;
 mod net;
 mod probes;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use aya::{maps::HashMap as BpfHashMap, programs::Program, Ebpf, EbpfLoader};
 use serde::Serialize;
 use tracer_common::filter::{FilterConfig, BY_CGROUP, BY_COMM, BY_PID};
+use tracer_common::kernel_layout::KernelLayout;
 
 /// A kernel program and the tracepoint it goes on.
 pub struct ProbeSpec {
@@ -35,9 +36,7 @@ pub const TCP_PROBES: &[ProbeSpec] = &[
     ProbeSpec { program: "tcp_retransmit", category: "tcp", name: "tcp_retransmit_skb", feature: "SYN retransmit counts", required: false },
     ProbeSpec { program: "tcp_receive_reset", category: "tcp", name: "tcp_receive_reset", feature: "refused (RST) TCP connects", required: false },
     ProbeSpec { program: "kfree_skb", category: "skb", name: "kfree_skb", feature: "final-ACK drops at full accept queues", required: false },
-    ProbeSpec { program: "accept_enter", category: "syscalls", name: "sys_enter_accept4", feature: "accept-queue wait (accept4)", required: false },
     ProbeSpec { program: "accept_exit", category: "syscalls", name: "sys_exit_accept4", feature: "accept-queue wait (accept4)", required: false },
-    ProbeSpec { program: "accept_enter", category: "syscalls", name: "sys_enter_accept", feature: "accept-queue wait (accept)", required: false },
     ProbeSpec { program: "accept_exit", category: "syscalls", name: "sys_exit_accept", feature: "accept-queue wait (accept)", required: false },
 ];
 
@@ -46,10 +45,9 @@ pub const TCP_PROBES: &[ProbeSpec] = &[
 pub const REQUEST_PROBES: &[ProbeSpec] = &[
     ProbeSpec { program: "sock_send", category: "sock", name: "sock_send_length", feature: "upstream request tracking", required: false },
     ProbeSpec { program: "sock_recv", category: "sock", name: "sock_recv_length", feature: "upstream request tracking", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_write", feature: "upstream requests sent with write() and 5xx status lines", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_writev", feature: "upstream requests sent with writev() and 5xx status lines", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendto", feature: "upstream requests sent with send() and 5xx status lines", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendmsg", feature: "upstream requests sent with sendmsg()", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_write", feature: "5xx status lines written with write()", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_writev", feature: "5xx status lines written with writev()", required: false },
+    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendto", feature: "5xx status lines written with send()", required: false },
     ProbeSpec { program: "close_enter", category: "syscalls", name: "sys_enter_close", feature: "proxy-side closes of upstream connections", required: false },
     ProbeSpec { program: "tcp_destroy", category: "tcp", name: "tcp_destroy_sock", feature: "cleanup of vanished TCP connections", required: false },
     ProbeSpec { program: "signal_generate", category: "signal", name: "signal_generate", feature: "who killed a worker (signals)", required: false },
@@ -159,14 +157,14 @@ pub fn preflight() -> anyhow::Result<()> {
 /// Load the object, set the filter, attach `probes`.
 /// The per-connection LRU maps `--map-entries` resizes.
 pub const CONNECTION_MAPS: &[&str] =
-    &["PENDING_CONNECT", "CONNECTING", "ACCEPT_QUEUE", "PENDING_ACCEPT", "CONNS", "CONNECTED_FD", "SK_BY_FD", "FD_CALL"];
+    &["PENDING_CONNECT", "CONNECTING", "ACCEPT_QUEUE", "CONNS", "SK_BY_FD"];
 
 pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entries: Option<u32>) -> anyhow::Result<Loaded> {
     let start = Instant::now();
     let config = filter.config()?;
     let overflow_reason = tracepoint_symbol("skb", "kfree_skb", "TCP_LISTEN_OVERFLOW").unwrap_or(0);
     let no_socket_reason = tracepoint_symbol("skb", "kfree_skb", "NO_SOCKET").unwrap_or(0);
-    let (v6_daddr, v6_saddr, inet_sport) = sock_offsets();
+    let layout = kernel_layout();
     let mut loader = EbpfLoader::new();
     if let Some(n) = map_entries {
         for m in CONNECTION_MAPS {
@@ -178,9 +176,7 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         .override_global("LISTEN_OVERFLOW_REASON", &overflow_reason, true)
         .override_global("NO_SOCKET_REASON", &no_socket_reason, true)
         .override_global("WAKEUP_BYTES", &(ringbuf_bytes as u64 / 4), true)
-        .override_global("SKC_V6_DADDR", &v6_daddr, true)
-        .override_global("SKC_V6_RCV_SADDR", &v6_saddr, true)
-        .override_global("INET_SPORT", &inet_sport, true)
+        .override_global("LAYOUT", &layout, true)
         .map_max_entries("EVENTS", ringbuf_bytes)
         .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")))
         .context("loading the eBPF object (is this kernel ≥ 5.8 with BTF and ring buffers?)")?;
@@ -217,24 +213,31 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
     Ok(Loaded { ebpf, logger, probes: statuses, attach_time: start.elapsed() })
 }
 
-/// Where struct sock keeps what the TCP state probe reads on this kernel: the IPv6 addresses
-/// (struct sock_common) and the source port (inet_sock.inet_sport). Without BTF the usual
-/// layout is assumed for the addresses, the port falls back to skc_num, and the user is told.
-fn sock_offsets() -> (u64, u64, u64) {
+/// Where this kernel keeps what the programs read from kernel memory (the fd table on the way
+/// from an fd to its socket, IPv6 addresses and the source port of a socket), from its BTF.
+/// Without BTF: no request tracking or accept-queue wait (counted as sock_lookup_failed), the
+/// usual layout for IPv6 addresses, and the user is told.
+pub fn kernel_layout() -> KernelLayout {
     let found = crate::btf::Btf::from_sys_fs().and_then(|b| {
-        Ok((
-            b.member_offset("sock_common", "skc_v6_daddr")?,
-            b.member_offset("sock_common", "skc_v6_rcv_saddr")?,
-            b.member_offset("inet_sock", "inet_sport")?,
-        ))
+        let m = |s: &str, f: &str| b.member_offset(s, f).map(u64::from);
+        Ok(KernelLayout {
+            task_files: m("task_struct", "files")?,
+            files_fdt: m("files_struct", "fdt")?,
+            fdtable_fd: m("fdtable", "fd")?,
+            file_private_data: m("file", "private_data")?,
+            socket_type: m("socket", "type")?,
+            socket_sk: m("socket", "sk")?,
+            skc_v6_daddr: m("sock_common", "skc_v6_daddr")?,
+            skc_v6_rcv_saddr: m("sock_common", "skc_v6_rcv_saddr")?,
+            inet_sport: m("inet_sock", "inet_sport")?,
+        })
     });
-    match found {
-        Ok((d, s, p)) => (d as u64, s as u64, p as u64),
-        Err(e) => {
-            log::warn!("kernel BTF unusable ({e:#}): assuming the usual struct sock layout; IPv6 addresses and local ports of failed TCP connects may be wrong");
-            (56, 72, 0)
-        }
-    }
+    found.unwrap_or_else(|e| {
+        log::warn!(
+            "kernel BTF unusable ({e:#}): no upstream request tracking or accept-queue wait; IPv6 addresses and local ports of failed TCP connects may be wrong"
+        );
+        KernelLayout::UNKNOWN
+    })
 }
 
 /// Attach a tracepoint program to `category:name`, or a raw-tracepoint program to `name` (the

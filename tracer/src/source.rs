@@ -26,12 +26,16 @@ pub struct Lost {
     #[serde(default)]
     pub conn_map_full: u64,
     pub addr_read_failed: u64,
+    /// A connect()ed or accept()ed fd could not be resolved to its socket: that connection's
+    /// requests (or accept wait) are not followed.
+    #[serde(default)]
+    pub sock_lookup_failed: u64,
     pub decode_errors: u64,
 }
 
 impl Lost {
     pub fn total_dropped(&self) -> u64 {
-        self.ringbuf_full + self.pending_map_full + self.conn_map_full + self.decode_errors
+        self.ringbuf_full + self.pending_map_full + self.conn_map_full + self.sock_lookup_failed + self.decode_errors
     }
 }
 
@@ -69,6 +73,7 @@ impl Source {
             pending_map_full: sum(counters::PENDING_MAP_FULL),
             conn_map_full: sum(counters::CONN_MAP_FULL),
             addr_read_failed: sum(counters::ADDR_READ_FAILED),
+            sock_lookup_failed: sum(counters::SOCK_LOOKUP_FAILED),
             decode_errors: self.decode_errors,
         }
     }

@@ -33,19 +33,7 @@ pub struct PendingConnect {
     start_ns: u64,
     fd: i32,
     addrlen: u32,
-    /// Set by `tcp_set_state` when this connect() moved a TCP socket to SYN_SENT: tells a TCP
-    /// connection from a connected UDP socket (a DNS resolver) of the same address family.
-    tcp: u32,
-    _pad: u32,
     addr: [u8; SOCKADDR_MAX],
-}
-
-/// Called by `tcp_set_state` (CLOSE→SYN_SENT runs inside the caller's connect()).
-#[inline(always)]
-pub fn mark_tcp(id: u64) {
-    if let Some(p) = PENDING_CONNECT.get_ptr_mut(&id) {
-        unsafe { (*p).tcp = 1 };
-    }
 }
 
 /// Keyed by pid_tgid (one connect() per thread at a time). LRU: a lost exit cannot leak an entry.
@@ -60,7 +48,7 @@ pub fn connect_enter(ctx: TracePointContext) -> u32 {
     }
     let (fd, uaddr, addrlen) =
         (field::<u64>(&ctx, ARG0) as i32, field::<u64>(&ctx, ARG1) as *const u8, field::<u64>(&ctx, ARG2) as u32);
-    let mut p = PendingConnect { start_ns: now_ns(), fd, addrlen, tcp: 0, _pad: 0, addr: [0; SOCKADDR_MAX] };
+    let mut p = PendingConnect { start_ns: now_ns(), fd, addrlen, addr: [0; SOCKADDR_MAX] };
     // Read just the family first: only unix and IP targets are worth an event.
     let mut fam = [0u8; 2];
     if unsafe { bpf_probe_read_user_buf(uaddr, &mut fam) }.is_err() {
@@ -99,8 +87,8 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ret: i64 = field(&ctx, RET);
-    // The fd now names an upstream connection: its first send starts request tracking.
-    super::requests::mark_connected(id, unsafe { (*p).fd }, ret, unsafe { (*p).tcp } != 0);
+    // The fd now names an upstream connection: follow its requests.
+    super::requests::follow_connected(id, unsafe { (*p).fd }, ret);
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
             let e = entry.as_mut_ptr();

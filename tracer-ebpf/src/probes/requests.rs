@@ -1,16 +1,16 @@
 //! Upstream requests, tracepoints only: the proxy's socket I/O drives a per-connection state
 //! machine kept here, so only state changes reach userspace (not every send/recv).
 //!
-//! Which sockets: those the traced process connect()ed (`sys_exit_connect` marks (tgid, fd); the
-//! first send on that fd binds it to its `struct sock`). Connections opened before the tracer
-//! started are not followed. `sock_send_length` / `sock_recv_length` give the socket and result
-//! for every family, unix included; they run as raw tracepoints (the arguments as passed, no
-//! record to fill: they fire on every send/recv of every process). The fd of a send comes from
-//! the write-side syscall's enter (`syscalls:sys_enter_{write,writev,sendto,sendmsg}`; receives
-//! need no fd), and `sys_enter_close` ends a connection from the proxy's side.
-//! `tcp:tcp_destroy_sock` clears state of TCP sockets that vanish without a close() we saw.
+//! Which sockets: the stream sockets a traced process connect()ed. `sys_exit_connect` finds the
+//! fd's `struct sock` through the task's fd table (`layout::stream_sock_of_fd`) and starts
+//! following it at once; connections opened before the tracer started are not followed.
+//! `sock_send_length` / `sock_recv_length` give the socket and result for every family, unix
+//! included; they run as raw tracepoints (the arguments as passed, no record to fill: they fire
+//! on every send/recv of every process, and a map lookup by socket decides). `sys_enter_close`
+//! ends a connection from the proxy's side; `tcp:tcp_destroy_sock` clears state of TCP sockets
+//! that vanish without a close() we saw.
 //!
-//! IDLE → REQUEST_SENT (bytes sent) → RESPONDING (first byte back) → next request (reuse), peer
+//! IDLE (connected) → REQUEST_SENT (bytes sent) → RESPONDING (first byte back) → next request (reuse), peer
 //! close (EOF/RST/failed send) or local close. A peer close before any response byte is a
 //! premature close (or, on a reused connection, the keep-alive race); a local close before any
 //! response byte is the proxy giving up.
@@ -29,6 +29,7 @@ use tracer_common::{
 
 use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
+use crate::layout::stream_sock_of_fd;
 use crate::net::{AF_INET, AF_INET6, AF_UNIX, ECONNRESET, EPIPE, SKC_FAMILY};
 const MSG_PEEK: i32 = 2;
 const EINPROGRESS: i64 = -115;
@@ -56,56 +57,62 @@ pub struct Conn {
 #[map]
 static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
-/// (tgid << 32 | fd) connect()ed by a traced process, not yet bound to a socket; the value says
-/// whether connect() started a TCP handshake (`CONNECTED_TCP`).
-#[map]
-static CONNECTED_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
-
 /// (tgid << 32 | fd) → struct sock of a followed connection (for close()).
 #[map]
 static SK_BY_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
-
-/// The fd of the I/O syscall each traced thread is in.
-#[map]
-static FD_CALL: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, LRU_PER_CPU);
 
 #[inline(always)]
 fn fd_key(pid_tgid: u64, fd: i32) -> u64 {
     (pid_tgid & 0xffff_ffff_0000_0000) | (fd as u32 as u64)
 }
 
-const CONNECTED_TCP: u64 = 1;
-
-/// Called by connect_exit: a traced process connected `fd` (or started to).
+/// Called by connect_exit: a traced process connected `fd` (or started to). Follow its socket
+/// from now on if it is a stream socket.
 #[inline(always)]
-pub fn mark_connected(id: u64, fd: i32, ret: i64, tcp: bool) {
-    if ret == 0 || ret == EINPROGRESS {
-        let how = if tcp { CONNECTED_TCP } else { 0 };
-        if CONNECTED_FD.insert(&fd_key(id, fd), &how, 0).is_err() {
-            count(counters::CONN_MAP_FULL);
+pub fn follow_connected(id: u64, fd: i32, ret: i64) {
+    if ret != 0 && ret != EINPROGRESS {
+        return;
+    }
+    let sk = match stream_sock_of_fd(fd) {
+        Ok(Some(sk)) => sk,
+        Ok(None) => return, // a connected UDP or unix datagram socket: no requests to follow
+        Err(()) => {
+            count(counters::SOCK_LOOKUP_FAILED);
+            return;
         }
+    };
+    let family: u16 = unsafe { bpf_probe_read_kernel((sk as *const u8).add(SKC_FAMILY) as *const u16) }.unwrap_or(0);
+    if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
+        return;
+    }
+    let now = now_ns();
+    let c = Conn {
+        hdr: header(kind::REQUEST, id),
+        start_ns: now,
+        first_byte_ns: 0,
+        last_byte_ns: 0,
+        idle_before_ns: 0,
+        bytes_sent: 0,
+        bytes_recv: 0,
+        seq: 0,
+        fd,
+        family,
+        state: state::IDLE,
+        _pad: [0; 5],
+    };
+    if CONNS.insert(&sk, &c, 0).is_err() || SK_BY_FD.insert(&fd_key(id, fd), &sk, 0).is_err() {
+        count(counters::CONN_MAP_FULL);
     }
 }
 
-/// sys_enter_{write,writev,sendto,sendmsg} of a traced thread: remember the fd (for the
-/// sock_send that follows in the same call) and look for a 5xx status line.
+/// sys_enter_{write,writev,sendto} of a traced thread: a 5xx status line to a client?
 #[tracepoint]
 pub fn io_enter(ctx: TracePointContext) -> u32 {
     let id = pid_tgid();
     if !traced(id) {
         return 0;
     }
-    let fd = field::<u64>(&ctx, 16) as i32;
-    // A thread's entry exists after its first call: overwrite in place (a lookup) rather than
-    // insert, which allocates a new element and frees the old one every time.
-    match FD_CALL.get_ptr_mut(&id) {
-        Some(p) => unsafe { *p = fd },
-        None => {
-            let _ = FD_CALL.insert(&id, &fd, 0);
-        }
-    }
-    let nr: i32 = field(&ctx, 8);
-    crate::probes::http_status::check(id, nr, fd, field(&ctx, 24));
+    crate::probes::http_status::check(id, field(&ctx, 8), field::<u64>(&ctx, 16) as i32, field(&ctx, 24));
     0
 }
 
@@ -190,51 +197,9 @@ fn peer_closed(c: &Conn, sk: u64, how_: u32) {
 
 #[raw_tracepoint(tracepoint = "sock_send_length")]
 pub fn sock_send(ctx: RawTracePointContext) -> u32 {
-    // Every send of every process lands here: the map of followed sockets decides first.
+    // Every send of every process lands here: the map of followed sockets decides.
     let (sk, ret) = io_args(&ctx);
-    let Some(c) = CONNS.get_ptr_mut(&sk) else {
-        if ret <= 0 {
-            return 0;
-        }
-        // First send on a socket: follow it if this process connect()ed its fd.
-        let id = pid_tgid();
-        if !traced(id) {
-            return 0;
-        }
-        let Some(&fd) = (unsafe { FD_CALL.get(&id) }) else { return 0 };
-        let key = fd_key(id, fd);
-        let Some(&how) = (unsafe { CONNECTED_FD.get(&key) }) else { return 0 };
-        let family: u16 = unsafe { bpf_probe_read_kernel((sk as *const u8).add(SKC_FAMILY) as *const u16) }.unwrap_or(0);
-        let stream = match family {
-            AF_UNIX => true,
-            // A connected UDP socket (a resolver) is not an upstream connection.
-            AF_INET | AF_INET6 => how == CONNECTED_TCP,
-            _ => false,
-        };
-        if !stream {
-            return 0;
-        }
-        let _ = CONNECTED_FD.remove(&key);
-        let now = now_ns();
-        let c = Conn {
-            hdr: header(kind::REQUEST, id),
-            start_ns: now,
-            first_byte_ns: 0,
-            last_byte_ns: 0,
-            idle_before_ns: 0,
-            bytes_sent: ret as u32,
-            bytes_recv: 0,
-            seq: 1,
-            fd,
-            family,
-            state: state::REQUEST_SENT,
-            _pad: [0; 5],
-        };
-        if CONNS.insert(&sk, &c, 0).is_err() || SK_BY_FD.insert(&key, &sk, 0).is_err() {
-            count(counters::CONN_MAP_FULL);
-        }
-        return 0;
-    };
+    let Some(c) = CONNS.get_ptr_mut(&sk) else { return 0 };
     let c = unsafe { &mut *c };
     let failed = ret == -EPIPE || ret == -ECONNRESET;
     if ret < 0 && !failed {
@@ -249,6 +214,8 @@ pub fn sock_send(ctx: RawTracePointContext) -> u32 {
         if c.state == state::RESPONDING {
             emit_request(c, sk, end::NEXT_REQUEST);
             c.idle_before_ns = now.saturating_sub(c.last_byte_ns);
+        } else if c.seq == 0 {
+            c.idle_before_ns = 0; // the first request on a new connection
         } else {
             c.idle_before_ns = now.saturating_sub(c.start_ns);
         }
@@ -301,7 +268,6 @@ pub fn close_enter(ctx: TracePointContext) -> u32 {
     }
     let fd = field::<u64>(&ctx, 16) as i32;
     let key = fd_key(id, fd);
-    let _ = CONNECTED_FD.remove(&key);
     let Some(&sk) = (unsafe { SK_BY_FD.get(&key) }) else { return 0 };
     let _ = SK_BY_FD.remove(&key);
     let Some(c) = CONNS.get_ptr(&sk) else { return 0 };

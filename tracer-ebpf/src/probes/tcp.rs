@@ -8,10 +8,11 @@
 //! Listener side: a final ACK dropped at a full accept queue is `skb:kfree_skb` with reason
 //! TCP_LISTEN_OVERFLOW and `rx_sk` = the listener (a dropped SYN fires no event: userspace
 //! infers it from the connect side). A child socket going SYN_RECV→ESTABLISHED is queued for
-//! accept(); accept()'s exit (peer address read from the caller's buffer) gives the time it waited.
+//! accept(); accept()'s exit (the new fd's socket, found through the task's fd table) gives the
+//! time it waited.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_user_buf},
+    helpers::bpf_probe_read_kernel,
     macros::{map, raw_tracepoint, tracepoint},
     maps::LruHashMap,
     programs::{RawTracePointContext, TracePointContext},
@@ -20,6 +21,7 @@ use tracer_common::{
     counters, kind, tcp::outcome, AcceptEvent, EventHeader, ListenOverflowEvent, TcpAddrs, TcpConnectEvent,
 };
 
+use crate::layout::{layout, stream_sock_of_fd};
 use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
 use crate::net::{AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SKC_STATE};
@@ -47,52 +49,16 @@ pub struct Connecting {
 #[map]
 static CONNECTING: LruHashMap<u64, Connecting> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
-/// Peer of an established connection waiting in an accept queue.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PeerKey {
-    family: u16,
-    port: u16,
-    _pad: u32,
-    addr: [u8; 16],
-}
-
 /// An established connection waiting in its listener's accept queue.
 #[repr(C)]
 pub struct Queued {
     since_ns: u64,
-    local_port: u16,
-    _pad: [u16; 3],
-    local_addr: [u8; 16],
+    addrs: TcpAddrs,
 }
 
-/// Queued (established, not yet accepted) connections by peer.
+/// Queued (established, not yet accepted) connections by their struct sock.
 #[map]
-static ACCEPT_QUEUE: LruHashMap<PeerKey, Queued> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
-
-/// An accept() between enter and exit: where the caller wants the peer address.
-#[repr(C)]
-pub struct PendingAccept {
-    listen_fd: i32,
-    _pad: u32,
-    upeer: u64,
-}
-
-#[map]
-static PENDING_ACCEPT: LruHashMap<u64, PendingAccept> = LruHashMap::with_max_entries(16384, LRU_PER_CPU);
-
-/// Offsets of skc_v6_daddr / skc_v6_rcv_saddr in struct sock_common: they follow config-dependent
-/// members, so userspace reads them from the kernel's BTF and sets them at load time (56 and 72
-/// on x86_64 and arm64 with network namespaces and IPv6).
-#[no_mangle]
-static SKC_V6_DADDR: u64 = 56;
-#[no_mangle]
-static SKC_V6_RCV_SADDR: u64 = 72;
-/// Offset of inet_sock.inet_sport (network order), from BTF; 0 = unknown, use skc_num instead.
-/// The source port must come from here: a connect that fails releases its port (skc_num = 0)
-/// before the state change to CLOSE is traced.
-#[no_mangle]
-static INET_SPORT: u64 = 0;
+static ACCEPT_QUEUE: LruHashMap<u64, Queued> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
 /// The addresses of a TCP socket, read from its struct sock_common (what inet_sock_set_state's
 /// record would carry, read only for the transitions that need it).
@@ -111,13 +77,17 @@ fn sock_addrs(sk: u64) -> TcpAddrs {
         saddr: [0; 16],
         daddr: [0; 16],
     };
-    let sport_off = unsafe { core::ptr::read_volatile(&INET_SPORT) };
+    // The source port comes from inet_sport: a connect that fails releases its port
+    // (skc_num = 0) before the change to CLOSE is traced. Without BTF, skc_num it is.
+    let l = layout();
+    let sport_off = l.inet_sport;
     if sport_off != 0 {
         let p: [u8; 2] = unsafe { bpf_probe_read_kernel(base.add(sport_off as usize) as *const [u8; 2]) }.unwrap_or([0; 2]);
         a.sport = u16::from_be_bytes(p);
     }
     if family == AF_INET6 {
-        let (d, s) = unsafe { (core::ptr::read_volatile(&SKC_V6_DADDR), core::ptr::read_volatile(&SKC_V6_RCV_SADDR)) };
+        // Config-dependent offsets (56 and 72 on common x86_64/arm64 kernels), from BTF.
+        let (d, s) = if l.skc_v6_daddr != 0 { (l.skc_v6_daddr, l.skc_v6_rcv_saddr) } else { (56, 72) };
         a.daddr = unsafe { bpf_probe_read_kernel(base.add(d as usize) as *const [u8; 16]) }.unwrap_or([0; 16]);
         a.saddr = unsafe { bpf_probe_read_kernel(base.add(s as usize) as *const [u8; 16]) }.unwrap_or([0; 16]);
     } else {
@@ -141,7 +111,6 @@ pub fn tcp_set_state(ctx: RawTracePointContext) -> u32 {
             if !traced(id) {
                 return 0;
             }
-            super::connect::mark_tcp(id);
             let c = Connecting { hdr: header(kind::TCP_CONNECT, id), start_ns: now_ns(), syn_retransmits: 0, rst: 0 };
             if CONNECTING.insert(&sk, &c, 0).is_err() {
                 count(counters::CONN_MAP_FULL);
@@ -178,10 +147,8 @@ pub fn tcp_set_state(ctx: RawTracePointContext) -> u32 {
         }
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
             // A child socket completed the handshake and is now in its listener's accept queue.
-            let a = sock_addrs(sk);
-            let key = PeerKey { family: a.family, port: a.dport, _pad: 0, addr: a.daddr };
-            let q = Queued { since_ns: now_ns(), local_port: a.sport, _pad: [0; 3], local_addr: a.saddr };
-            if ACCEPT_QUEUE.insert(&key, &q, 0).is_err() {
+            let q = Queued { since_ns: now_ns(), addrs: sock_addrs(sk) };
+            if ACCEPT_QUEUE.insert(&sk, &q, 0).is_err() {
                 count(counters::CONN_MAP_FULL);
             }
         }
@@ -263,64 +230,37 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// sys_enter_accept / sys_enter_accept4: fd, upeer_sockaddr, upeer_addrlen (, flags).
-#[tracepoint]
-pub fn accept_enter(ctx: TracePointContext) -> u32 {
-    let p = PendingAccept {
-        listen_fd: field::<u64>(&ctx, 16) as i32,
-        _pad: 0,
-        upeer: field(&ctx, 24),
-    };
-    if p.upeer == 0 {
-        // Caller did not ask for the peer address: we cannot pair it with the queued socket.
-        return 0;
-    }
-    if PENDING_ACCEPT.insert(&pid_tgid(), &p, 0).is_err() {
-        count(counters::PENDING_MAP_FULL);
-    }
-    0
-}
-
+/// sys_exit_accept / sys_exit_accept4: the new fd's socket, looked up in the accept queue.
 #[tracepoint]
 pub fn accept_exit(ctx: TracePointContext) -> u32 {
-    let id = pid_tgid();
-    let Some(p) = PENDING_ACCEPT.get_ptr(&id) else { return 0 };
-    let (listen_fd, upeer) = unsafe { ((*p).listen_fd, (*p).upeer) };
-    let _ = PENDING_ACCEPT.remove(&id);
     let ret: i64 = field(&ctx, 16);
     if ret < 0 {
         return 0;
     }
-    let mut sa = [0u8; 24];
-    if unsafe { bpf_probe_read_user_buf(upeer as *const u8, &mut sa) }.is_err() {
-        count(counters::ADDR_READ_FAILED);
-        return 0;
-    }
-    let family = u16::from_ne_bytes([sa[0], sa[1]]);
-    let port = u16::from_be_bytes([sa[2], sa[3]]);
-    let mut key = PeerKey { family, port, _pad: 0, addr: [0; 16] };
-    if family == AF_INET {
-        key.addr[..4].copy_from_slice(&sa[4..8]);
-    } else if family == AF_INET6 {
-        key.addr.copy_from_slice(&sa[8..24]);
-    } else {
-        return 0;
-    }
-    let Some(q) = ACCEPT_QUEUE.get_ptr(&key) else { return 0 };
-    let (since, local_port, local_addr) = unsafe { ((*q).since_ns, (*q).local_port, (*q).local_addr) };
-    let _ = ACCEPT_QUEUE.remove(&key);
-    let hdr = header(kind::ACCEPT, id);
+    let sk = match stream_sock_of_fd(ret as i32) {
+        Ok(Some(sk)) => sk,
+        Ok(None) => return 0,
+        Err(()) => {
+            count(counters::SOCK_LOOKUP_FAILED);
+            return 0;
+        }
+    };
+    let Some(q) = ACCEPT_QUEUE.get_ptr(&sk) else { return 0 };
+    let (since, a) = unsafe { ((*q).since_ns, (*q).addrs) };
+    let _ = ACCEPT_QUEUE.remove(&sk);
+    let hdr = header(kind::ACCEPT, pid_tgid());
     let ev = AcceptEvent {
         wait_ns: hdr.ts_ns.saturating_sub(since),
         hdr,
-        listen_fd,
+        // Not known at exit (accept's enter is not hooked: the socket names the connection).
+        listen_fd: -1,
         fd: ret as i32,
-        peer_family: family,
-        peer_port: port,
-        local_port,
+        peer_family: a.family,
+        peer_port: a.dport,
+        local_port: a.sport,
         _pad: 0,
-        peer_addr: key.addr,
-        local_addr,
+        peer_addr: a.daddr,
+        local_addr: a.saddr,
     };
     if EVENTS.output::<AcceptEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);

@@ -171,6 +171,7 @@ impl Metrics {
             ("ringbuf_full", lost.ringbuf_full),
             ("pending_map_full", lost.pending_map_full),
             ("conn_map_full", lost.conn_map_full),
+            ("sock_lookup_failed", lost.sock_lookup_failed),
             ("addr_read_failed", lost.addr_read_failed),
             ("decode_errors", lost.decode_errors),
         ] {
