@@ -11,7 +11,7 @@ use tracer_e2e::*;
 
 const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
 /// Names of our kernel programs (bpftool shows the first 15 bytes).
-const PROGRAMS: &[&str] = &["connect_enter", "connect_exit", "listen_enter", "tcp_set_state", "sock_send", "sock_recv", "io_enter", "close_enter"];
+const PROGRAMS: &[&str] = &["connect_enter", "connect_exit", "listen_enter", "tcp_set_state", "sock_send", "sock_recv", "status_line", "close_enter"];
 
 /// Ids of loaded BPF programs with one of our names.
 fn our_programs() -> BTreeSet<u64> {

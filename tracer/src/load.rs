@@ -45,9 +45,9 @@ pub const TCP_PROBES: &[ProbeSpec] = &[
 pub const REQUEST_PROBES: &[ProbeSpec] = &[
     ProbeSpec { program: "sock_send", category: "sock", name: "sock_send_length", feature: "upstream request tracking", required: false },
     ProbeSpec { program: "sock_recv", category: "sock", name: "sock_recv_length", feature: "upstream request tracking", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_write", feature: "5xx status lines written with write()", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_writev", feature: "5xx status lines written with writev()", required: false },
-    ProbeSpec { program: "io_enter", category: "syscalls", name: "sys_enter_sendto", feature: "5xx status lines written with send()", required: false },
+    // nginx writes every plaintext HTTP/1.x response header with writev() (its write() calls are
+    // log lines): hooking write()/send() too would only add a program run to every other write.
+    ProbeSpec { program: "status_line", category: "syscalls", name: "sys_enter_writev", feature: "5xx status lines seen in the kernel (the error log is used instead)", required: false },
     ProbeSpec { program: "close_enter", category: "syscalls", name: "sys_enter_close", feature: "proxy-side closes of upstream connections", required: false },
     ProbeSpec { program: "tcp_destroy", category: "tcp", name: "tcp_destroy_sock", feature: "cleanup of vanished TCP connections", required: false },
     ProbeSpec { program: "signal_generate", category: "signal", name: "signal_generate", feature: "who killed a worker (signals)", required: false },

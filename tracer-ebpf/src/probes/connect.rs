@@ -1,9 +1,10 @@
 //! connect() and listen(), from the `syscalls` tracepoints.
 //!
 //! `sys_exit_connect` is the only place a unix listen-queue overflow is visible: connect() on a
-//! full unix listener returns -EAGAIN and nginx answers 502 at once. The enter half copies the
-//! caller's sockaddr (family, unix path incl. abstract names, IPv4/IPv6 address) and the exit half
-//! pairs with it by pid_tgid and reports the result and duration. kprobes/fentry are unavailable
+//! full unix listener returns -EAGAIN and nginx answers 502 at once. The enter half notes the
+//! caller's sockaddr pointer and the time; the exit half pairs with it by pid_tgid, reads the
+//! sockaddr (family, unix path incl. abstract names, IPv4/IPv6 address) into the event and
+//! reports the result and duration. kprobes/fentry are unavailable
 //! on the target kernels, so the syscall tracepoints are the hook, not a fallback.
 //!
 //! `sys_enter_listen` records the backlog the application asked for, before the kernel caps it
@@ -27,13 +28,14 @@ const RET: usize = 16;
 
 use crate::net::{AF_INET, AF_INET6, AF_UNIX};
 
-/// A connect() between enter and exit.
+/// A connect() between enter and exit. The sockaddr itself is read at exit, straight into the
+/// event (the caller's buffer is an input that stays put during the call): no copy through the map.
 #[repr(C)]
 pub struct PendingConnect {
     start_ns: u64,
+    uaddr: u64,
     fd: i32,
     addrlen: u32,
-    addr: [u8; SOCKADDR_MAX],
 }
 
 /// Keyed by pid_tgid (one connect() per thread at a time). LRU: a lost exit cannot leak an entry.
@@ -46,33 +48,12 @@ pub fn connect_enter(ctx: TracePointContext) -> u32 {
     if !traced(id) {
         return 0;
     }
-    let (fd, uaddr, addrlen) =
-        (field::<u64>(&ctx, ARG0) as i32, field::<u64>(&ctx, ARG1) as *const u8, field::<u64>(&ctx, ARG2) as u32);
-    let mut p = PendingConnect { start_ns: now_ns(), fd, addrlen, addr: [0; SOCKADDR_MAX] };
-    // Read just the family first: only unix and IP targets are worth an event.
-    let mut fam = [0u8; 2];
-    if unsafe { bpf_probe_read_user_buf(uaddr, &mut fam) }.is_err() {
-        count(counters::ADDR_READ_FAILED);
-        warn!(&ctx, "connect: cannot read the sockaddr at {:x}", uaddr as u64);
-        return 0;
-    }
-    let family = u16::from_ne_bytes(fam);
-    if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
-        return 0;
-    }
-    // Copy the family's size (a constant per branch, as the verifier wants): 16 / 28 bytes for
-    // IP, the whole sockaddr_un for unix (a path may be shorter than addrlen says, and a short
-    // sockaddr at the end of a mapping would fault: then only the family is kept).
-    let read = match family {
-        AF_INET => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr[..16]) },
-        AF_INET6 => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr[..28]) },
-        _ => unsafe { bpf_probe_read_user_buf(uaddr, &mut p.addr) },
+    let p = PendingConnect {
+        start_ns: now_ns(),
+        uaddr: field(&ctx, ARG1),
+        fd: field::<u64>(&ctx, ARG0) as i32,
+        addrlen: field::<u64>(&ctx, ARG2) as u32,
     };
-    if read.is_err() {
-        count(counters::ADDR_READ_FAILED);
-        p.addr[0] = fam[0];
-        p.addr[1] = fam[1];
-    }
     if PENDING_CONNECT.insert(&id, &p, 0).is_err() {
         count(counters::PENDING_MAP_FULL);
     }
@@ -86,25 +67,51 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
         // Untraced task (filter) or an enter we never saw: nothing to pair with.
         return 0;
     };
+    let p = unsafe { PendingConnect { start_ns: (*p).start_ns, uaddr: (*p).uaddr, fd: (*p).fd, addrlen: (*p).addrlen } };
+    let _ = PENDING_CONNECT.remove(&id);
+    let uaddr = p.uaddr as *const u8;
+    // The family first: only unix and IP targets are worth an event.
+    let mut fam = [0u8; 2];
+    if unsafe { bpf_probe_read_user_buf(uaddr, &mut fam) }.is_err() {
+        count(counters::ADDR_READ_FAILED);
+        warn!(&ctx, "connect: cannot read the sockaddr at {:x}", p.uaddr);
+        return 0;
+    }
+    let family = u16::from_ne_bytes(fam);
+    if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
+        return 0;
+    }
     let ret: i64 = field(&ctx, RET);
     // The fd now names an upstream connection: follow its requests.
-    super::requests::follow_connected(id, unsafe { (*p).fd }, ret);
-    match EVENTS.reserve::<ConnectEvent>(0) {
-        Some(mut entry) => {
-            let e = entry.as_mut_ptr();
-            unsafe {
-                (*e).hdr = header(kind::CONNECT, id);
-                (*e).duration_ns = (*e).hdr.ts_ns.saturating_sub((*p).start_ns);
-                (*e).ret = ret;
-                (*e).fd = (*p).fd;
-                (*e).addrlen = (*p).addrlen;
-                (*e).addr = (*p).addr;
-            }
-            entry.submit(submit_flags());
+    super::requests::follow_connected(id, p.fd, ret);
+    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
+        count(counters::RINGBUF_FULL);
+        return 0;
+    };
+    let e = entry.as_mut_ptr();
+    unsafe {
+        (*e).hdr = header(kind::CONNECT, id);
+        (*e).duration_ns = (*e).hdr.ts_ns.saturating_sub(p.start_ns);
+        (*e).ret = ret;
+        (*e).fd = p.fd;
+        (*e).addrlen = p.addrlen;
+        (*e).addr = [0; SOCKADDR_MAX];
+        // The family's size (a constant per branch, as the verifier wants): 16 / 28 bytes for
+        // IP, the whole sockaddr_un for unix (a short sockaddr at the end of a mapping would
+        // fault: then only the family is kept).
+        let addr = &mut (*e).addr;
+        let read = match family {
+            AF_INET => bpf_probe_read_user_buf(uaddr, &mut addr[..16]),
+            AF_INET6 => bpf_probe_read_user_buf(uaddr, &mut addr[..28]),
+            _ => bpf_probe_read_user_buf(uaddr, &mut addr[..]),
+        };
+        if read.is_err() {
+            count(counters::ADDR_READ_FAILED);
+            addr[0] = fam[0];
+            addr[1] = fam[1];
         }
-        None => count(counters::RINGBUF_FULL),
     }
-    let _ = PENDING_CONNECT.remove(&id);
+    entry.submit(submit_flags());
     0
 }
 

@@ -105,17 +105,6 @@ pub fn follow_connected(id: u64, fd: i32, ret: i64) {
     }
 }
 
-/// sys_enter_{write,writev,sendto} of a traced thread: a 5xx status line to a client?
-#[tracepoint]
-pub fn io_enter(ctx: TracePointContext) -> u32 {
-    let id = pid_tgid();
-    if !traced(id) {
-        return 0;
-    }
-    crate::probes::http_status::check(id, field(&ctx, 8), field::<u64>(&ctx, 16) as i32, field(&ctx, 24));
-    0
-}
-
 // Raw tracepoint arguments of sock_send_length / sock_recv_length: (struct sock *sk, int ret,
 // int flags).
 #[inline(always)]

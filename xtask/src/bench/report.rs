@@ -14,7 +14,7 @@ use super::tools::{peer_script, TRACER_MODE};
 use super::{median, Plan};
 
 /// Programs on the per-event path (every send/recv/I/O syscall of a traced process).
-const HOT: &[&str] = &["sock_send", "sock_recv", "io_enter", "close_enter", "connect_enter", "connect_exit", "tcp_set_state"];
+const HOT: &[&str] = &["sock_send", "sock_recv", "status_line", "close_enter", "connect_enter", "connect_exit", "tcp_set_state"];
 
 pub struct Report {
     smoke: bool,
@@ -253,7 +253,7 @@ impl Report {
         writeln!(s, "\n</details>\n")?;
         writeln!(
             s,
-            "How: for each configuration, gunicorn 27 (4 workers, `tests/apps/slow_app.py` with `APP_SLEEP=0`; `--worker-class sync` for keep-alive off, `gthread --threads 4 --keep-alive 5` for on) behind nginx 1.22 (1 worker; `upstream {{ server …; keepalive 16; keepalive_timeout 1s; }}` + `proxy_http_version 1.1; proxy_set_header Connection \"\";` for on), loaded by `wrk -t2 -c32 -d{}s --latency` after a warm-up. Each repetition runs untraced, then with `tracer {} --comm nginx` (every kernel program attached: connect, listen, TCP state/retransmit/reset/drops, accept, send/recv request tracking, I/O fds, close, signals, exits, forks; JSON to a file), then with the bpftrace peer below; the tracer and bpftrace attach before wrk starts and stop after it ends. Keep-alive runs are 1.5 s apart so pooled upstream connections are reopened under each run's tracer. A repetition during which processes outside the bench used more than 1 CPU-second (from /proc/PID/stat, exited children included) or other tracepoint programs were loaded is run again (at most twice per configuration). Ratios are per repetition (each traced run against the untraced run next to it), then the median. Everything shares the 2 vCPUs with the load, so tracing cost shows up directly as fewer requests/s.\n",
+            "How: for each configuration, gunicorn 27 (4 workers, `tests/apps/slow_app.py` with `APP_SLEEP=0`; `--worker-class sync` for keep-alive off, `gthread --threads 4 --keep-alive 5` for on) behind nginx 1.22 (1 worker; `upstream {{ server …; keepalive 16; keepalive_timeout 1s; }}` + `proxy_http_version 1.1; proxy_set_header Connection \"\";` for on), loaded by `wrk -t2 -c32 -d{}s --latency` after a warm-up. Each repetition runs untraced, then with `tracer {} --comm nginx` (every kernel program attached: connect, listen, TCP state/retransmit/reset/drops, accept, send/recv request tracking, writev status lines, close, signals, exits, forks; JSON to a file), then with the bpftrace peer below; the tracer and bpftrace attach before wrk starts and stop after it ends. Keep-alive runs are 1.5 s apart so pooled upstream connections are reopened under each run's tracer. A repetition during which processes outside the bench used more than 1 CPU-second (from /proc/PID/stat, exited children included) or other tracepoint programs were loaded is run again (at most twice per configuration). Ratios are per repetition (each traced run against the untraced run next to it), then the median. Everything shares the 2 vCPUs with the load, so tracing cost shows up directly as fewer requests/s.\n",
             self.run_secs,
             TRACER_MODE.join(" ")
         )?;
@@ -304,7 +304,7 @@ impl Report {
         )?;
         writeln!(
             s,
-            "How: {} client threads named `{CLIENT_COMM}`, each connect()ed over a unix socket to an echo thread, keep {} bytes in flight and loop recv (≤ 16 bytes) → send for {} s (offered rates are paced every 64 turns); `tracer {} --comm {CLIENT_COMM} --ringbuf-kib N` traces the clients only. A socket event is one send or recv of a traced client: each runs `io_enter` and `sock_send`/`sock_recv` through the request state machine. Only state changes reach userspace — one `request` record per recv → send turn, i.e. one record per two socket events — so \"records/s\" is what the ring buffer and the userspace consumer carried; `events` and the sum of `lost` come from the tracer's final `stats` record. IRQ-work interrupts (/proc/interrupts `IWI`, all CPUs) are how a ring-buffer submit wakes a waiting reader; in a VM each is a self-IPI, a VM exit. Tracer CPU is its user + system time during the load (/proc/PID/stat; 100 % = one vCPU). The load generator, the echo side and the tracer share the 2 vCPUs.\n",
+            "How: {} client threads named `{CLIENT_COMM}`, each connect()ed over a unix socket to an echo thread, keep {} bytes in flight and loop recv (≤ 16 bytes) → send for {} s (offered rates are paced every 64 turns); `tracer {} --comm {CLIENT_COMM} --ringbuf-kib N` traces the clients only. A socket event is one send or recv of a traced client: each runs `sock_send`/`sock_recv` through the request state machine. Only state changes reach userspace — one `request` record per recv → send turn, i.e. one record per two socket events — so \"records/s\" is what the ring buffer and the userspace consumer carried; `events` and the sum of `lost` come from the tracer's final `stats` record. IRQ-work interrupts (/proc/interrupts `IWI`, all CPUs) are how a ring-buffer submit wakes a waiting reader; in a VM each is a self-IPI, a VM exit. Tracer CPU is its user + system time during the load (/proc/PID/stat; 100 % = one vCPU). The load generator, the echo side and the tracer share the 2 vCPUs.\n",
             self.pairs,
             4096,
             self.load_secs,
@@ -363,7 +363,7 @@ impl Report {
         )?;
         writeln!(
             s,
-            "How: `sysctl -w kernel.bpf_stats_enabled=1` for this phase only (restored after), a fresh tracer per workload (nginx as in phase 1 for {} s, in two configurations, then the ping-pong of phase 2 at full speed for {} s), and `bpftool prog show --json` read while the tracer still runs: `run_time_ns / run_cnt` for the program ids the tracer's own fds hold (/proc/PID/fdinfo). A program attached to several tracepoints (`io_enter` on 8 I/O syscalls, `accept_*` on accept and accept4) is one line. Runs include the early exits for processes the filter rejects (e.g. `io_enter` fires on every read/write of every process), as in production.\n",
+            "How: `sysctl -w kernel.bpf_stats_enabled=1` for this phase only (restored after), a fresh tracer per workload (nginx as in phase 1 for {} s, in two configurations, then the ping-pong of phase 2 at full speed for {} s), and `bpftool prog show --json` read while the tracer still runs: `run_time_ns / run_cnt` for the program ids the tracer's own fds hold (/proc/PID/fdinfo). A program attached to several tracepoints (`accept_exit` on accept and accept4) is one line. Runs include the early exits for processes the filter rejects (e.g. `sock_send` fires on every send of every process, `status_line` on every writev), as in production.\n",
             self.run_secs,
             self.load_secs
         )
