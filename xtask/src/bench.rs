@@ -4,6 +4,7 @@
 //! (`--smoke`: a few seconds of everything, written to target/ so CI leaves the tree clean; it
 //! checks that the bench works, never how fast anything is).
 
+mod breakdown;
 mod events;
 mod kcost;
 mod load;
@@ -60,7 +61,7 @@ impl Plan {
             smoke,
             run_secs: 5.0,
             load_secs: 3.0,
-            reps: 3,
+            reps: 4,
             warmup_secs: 2.0,
             throughput_cells: cells,
             pairs: 2,
@@ -73,6 +74,7 @@ impl Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Phase {
     Overhead,
+    Breakdown,
     Throughput,
     Kcost,
     Memory,
@@ -136,6 +138,10 @@ pub fn run(smoke: bool, only: &[Phase]) -> Result<()> {
     if runs(Phase::Overhead) {
         ctx.progress("phase 1/4: request overhead (wrk → nginx → gunicorn; untraced, tracer, bpftrace interleaved)");
         r.overhead = overhead::run(&ctx, &plan)?;
+    }
+    if runs(Phase::Breakdown) {
+        ctx.progress("phase 1b/4: where the overhead comes from (the tracer without one hook family at a time)");
+        r.breakdown = breakdown::run(&ctx, &plan)?;
     }
     if runs(Phase::Throughput) {
         ctx.progress("phase 2/4: event throughput (synthetic loopback ping-pong)");

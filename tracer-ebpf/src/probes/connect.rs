@@ -82,15 +82,17 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let ret: i64 = field(&ctx, RET);
+    // One header (comm, clock) for the event and the followed connection.
+    let hdr = header(kind::CONNECT, id);
     // The fd now names an upstream connection: follow its requests.
-    super::requests::follow_connected(id, p.fd, ret);
+    super::requests::follow_connected(&hdr, p.fd, ret);
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
         count(counters::RINGBUF_FULL);
         return 0;
     };
     let e = entry.as_mut_ptr();
     unsafe {
-        (*e).hdr = header(kind::CONNECT, id);
+        (*e).hdr = hdr;
         (*e).duration_ns = (*e).hdr.ts_ns.saturating_sub(p.start_ns);
         (*e).ret = ret;
         (*e).fd = p.fd;

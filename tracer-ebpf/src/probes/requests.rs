@@ -27,7 +27,7 @@ use tracer_common::{
     ConnCloseEvent, EventHeader, RequestEvent,
 };
 
-use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{EVENTS, LRU_PER_CPU, count, field, now_ns, pid_tgid, submit_flags, traced};
 
 use crate::layout::stream_sock_of_fd;
 use crate::net::{AF_INET, AF_INET6, AF_UNIX, ECONNRESET, EPIPE, SKC_FAMILY};
@@ -69,7 +69,7 @@ fn fd_key(pid_tgid: u64, fd: i32) -> u64 {
 /// Called by connect_exit: a traced process connected `fd` (or started to). Follow its socket
 /// from now on if it is a stream socket.
 #[inline(always)]
-pub fn follow_connected(id: u64, fd: i32, ret: i64) {
+pub fn follow_connected(hdr: &EventHeader, fd: i32, ret: i64) {
     if ret != 0 && ret != EINPROGRESS {
         return;
     }
@@ -85,10 +85,9 @@ pub fn follow_connected(id: u64, fd: i32, ret: i64) {
     if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
         return;
     }
-    let now = now_ns();
     let c = Conn {
-        hdr: header(kind::REQUEST, id),
-        start_ns: now,
+        hdr: EventHeader { kind: kind::REQUEST, ..*hdr },
+        start_ns: hdr.ts_ns,
         first_byte_ns: 0,
         last_byte_ns: 0,
         idle_before_ns: 0,
@@ -100,6 +99,7 @@ pub fn follow_connected(id: u64, fd: i32, ret: i64) {
         state: state::IDLE,
         _pad: [0; 5],
     };
+    let id = (hdr.pid as u64) << 32 | hdr.tid as u64;
     if CONNS.insert(&sk, &c, 0).is_err() || SK_BY_FD.insert(&fd_key(id, fd), &sk, 0).is_err() {
         count(counters::CONN_MAP_FULL);
     }

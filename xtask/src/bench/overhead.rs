@@ -1,6 +1,7 @@
 //! Phase 1: what tracing costs a real proxy. wrk → nginx → gunicorn on loopback, for each
 //! upstream (unix socket, TCP) × upstream keep-alive (off, on), each repetition running untraced,
-//! with the tracer, and with the bpftrace peer back to back, so drift hits all three alike.
+//! with the tracer, and with the bpftrace peer back to back (in an order that rotates per
+//! repetition), so drift hits all three alike.
 //!
 //! Upstream keep-alive "on" uses `keepalive_timeout 1s` and a pause between runs: pooled
 //! connections close before the next run and are reopened under its tracer (the tracer only
@@ -126,8 +127,12 @@ pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<ConfigResult>> {
             let rep = reps.len();
             let cpu_before = tools::foreign_cpu_secs();
             let mut foreign_progs = 0;
-            let mut runs = Vec::new();
-            for mode in MODES {
+            // Rotate the order per repetition (untraced first, then tracer first, then bpftrace
+            // first …) so neither mode always runs right after a pause or after another mode.
+            let mut runs: Vec<Option<Run>> = (0..MODES.len()).map(|_| None).collect();
+            for k in 0..MODES.len() {
+                let slot = (k + rep) % MODES.len();
+                let mode = MODES[slot];
                 check_interrupt()?;
                 foreign_progs += tools::foreign_tracepoint_progs().len();
                 let run = one_run(ctx, plan, &stack, &script, mode)?;
@@ -148,7 +153,7 @@ pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<ConfigResult>> {
                     run.wrk.p99_ms,
                     run.wrk.errors
                 ));
-                runs.push(run);
+                runs[slot] = Some(run);
                 if config.keepalive {
                     sleep(PAUSE_SECS);
                 }
@@ -164,7 +169,7 @@ pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<ConfigResult>> {
                     ctx.progress(format!("  repetition {} disturbed ({why}): running it again", rep + 1));
                 }
                 why => {
-                    reps.push(runs);
+                    reps.push(runs.into_iter().map(|r| r.expect("every mode ran")).collect());
                     disturbed.push(why);
                 }
             }

@@ -23,6 +23,7 @@ pub struct Report {
     pairs: usize,
     load_secs: f64,
     pub overhead: Vec<ConfigResult>,
+    pub breakdown: Vec<super::breakdown::Breakdown>,
     pub throughput: Vec<Cell>,
     pub kcost: Vec<Workload>,
     pub memory: Vec<Level>,
@@ -48,6 +49,7 @@ impl Report {
             pairs: p.pairs,
             load_secs: p.load_secs,
             overhead: Vec::new(),
+            breakdown: Vec::new(),
             throughput: Vec::new(),
             kcost: Vec::new(),
             memory: Vec::new(),
@@ -104,6 +106,9 @@ impl Report {
         // A partial run (`--only`) leaves out the phases it did not run.
         if !self.partial || !self.overhead.is_empty() {
             self.write_overhead(s)?;
+        }
+        if !self.partial || !self.breakdown.is_empty() {
+            self.write_breakdown(s)?;
         }
         if !self.partial || !self.throughput.is_empty() {
             self.write_throughput(s)?;
@@ -184,6 +189,32 @@ impl Report {
         out
     }
 
+    fn write_breakdown(&self, s: &mut String) -> std::fmt::Result {
+        use super::breakdown::VARIANTS;
+        writeln!(s, "## 1b. Where the request overhead comes from\n")?;
+        write!(s, "| run |")?;
+        for b in &self.breakdown {
+            write!(s, " {} req/s ÷ untraced | gain from leaving it out |", b.config.label())?;
+        }
+        writeln!(s)?;
+        writeln!(s, "|---|{}", "--:|--:|".repeat(self.breakdown.len()))?;
+        let ratios: Vec<Vec<f64>> = self.breakdown.iter().map(|b| b.ratios()).collect();
+        for (i, v) in VARIANTS.iter().enumerate() {
+            write!(s, "| {} |", v.label)?;
+            for r in &ratios {
+                // The gain is measured against the full program set (row 1).
+                let gain = if i >= 2 { format!("{:+.3}", r[i] - r[1]) } else { "".into() };
+                write!(s, " {:.3} | {gain} |", r[i])?;
+            }
+            writeln!(s)?;
+        }
+        writeln!(
+            s,
+            "\nHow: the phase-1 stack without upstream keep-alive (a new upstream connection per request, so every hook fires on every request), run untraced, with the tracer's full program set, and with one family of programs left out (`TRACER_SKIP_PROGRAMS=…`), in an order that rotates per repetition; {} repetitions of {} s, medians of each run ÷ the untraced run of its repetition. The process hooks (signals, exits, forks) fire a few times per second and are not broken out. Differences of about 0.02 are within the run-to-run noise of this machine.\n",
+            self.reps, self.run_secs
+        )
+    }
+
     fn write_overhead(&self, s: &mut String) -> std::fmt::Result {
         writeln!(s, "## 1. Request overhead\n")?;
         writeln!(s, "| upstream | upstream keep-alive | untraced req/s | untraced p99 | tracer req/s | tracer p99 | bpftrace req/s | bpftrace p99 |")?;
@@ -253,7 +284,7 @@ impl Report {
         writeln!(s, "\n</details>\n")?;
         writeln!(
             s,
-            "How: for each configuration, gunicorn 27 (4 workers, `tests/apps/slow_app.py` with `APP_SLEEP=0`; `--worker-class sync` for keep-alive off, `gthread --threads 4 --keep-alive 5` for on) behind nginx 1.22 (1 worker; `upstream {{ server …; keepalive 16; keepalive_timeout 1s; }}` + `proxy_http_version 1.1; proxy_set_header Connection \"\";` for on), loaded by `wrk -t2 -c32 -d{}s --latency` after a warm-up. Each repetition runs untraced, then with `tracer {} --comm nginx` (every kernel program attached: connect, listen, TCP state/retransmit/reset/drops, accept, send/recv request tracking, writev status lines, close, signals, exits, forks; JSON to a file), then with the bpftrace peer below; the tracer and bpftrace attach before wrk starts and stop after it ends. Keep-alive runs are 1.5 s apart so pooled upstream connections are reopened under each run's tracer. A repetition during which processes outside the bench used more than 1 CPU-second (from /proc/PID/stat, exited children included) or other tracepoint programs were loaded is run again (at most twice per configuration). Ratios are per repetition (each traced run against the untraced run next to it), then the median. Everything shares the 2 vCPUs with the load, so tracing cost shows up directly as fewer requests/s.\n",
+            "How: for each configuration, gunicorn 27 (4 workers, `tests/apps/slow_app.py` with `APP_SLEEP=0`; `--worker-class sync` for keep-alive off, `gthread --threads 4 --keep-alive 5` for on) behind nginx 1.22 (1 worker; `upstream {{ server …; keepalive 16; keepalive_timeout 1s; }}` + `proxy_http_version 1.1; proxy_set_header Connection \"\";` for on), loaded by `wrk -t2 -c32 -d{}s --latency` after a warm-up. Each repetition runs untraced, with `tracer {} --comm nginx` (every kernel program attached: connect, listen, TCP state/retransmit/reset/drops, accept, send/recv request tracking, writev status lines, close, signals, exits, forks; JSON to a file), and with the bpftrace peer below, in an order that rotates per repetition; the tracer and bpftrace attach before wrk starts and stop after it ends. Keep-alive runs are 1.5 s apart so pooled upstream connections are reopened under each run's tracer. A repetition during which processes outside the bench used more than 1 CPU-second (from /proc/PID/stat, exited children included) or other tracepoint programs were loaded is run again (at most twice per configuration). Ratios are per repetition (each traced run against the untraced run next to it), then the median. Everything shares the 2 vCPUs with the load, so tracing cost shows up directly as fewer requests/s.\n",
             self.run_secs,
             TRACER_MODE.join(" ")
         )?;

@@ -39,9 +39,17 @@ pub struct TracerStats {
 
 impl TracerRun {
     pub fn start(bin: &Path, args: &[&str], out: PathBuf) -> Result<TracerRun> {
+        TracerRun::start_skipping(bin, args, out, "")
+    }
+
+    /// Start it without the programs in `skip` (comma-separated, `TRACER_SKIP_PROGRAMS`).
+    pub fn start_skipping(bin: &Path, args: &[&str], out: PathBuf, skip: &str) -> Result<TracerRun> {
         let file = std::fs::File::create(&out).with_context(|| format!("create {}", out.display()))?;
         let mut cmd = Command::new(bin);
         cmd.args(TRACER_MODE).args(args).stdout(file).stderr(Stdio::piped());
+        if !skip.is_empty() {
+            cmd.env("TRACER_SKIP_PROGRAMS", skip);
+        }
         let mut proc = Proc::spawn("tracer", &mut cmd)?;
         let err = proc.child.stderr.take().context("tracer stderr")?;
         wait_line(err, TRACER_READY, Duration::from_secs(30)).context("the tracer did not attach")?;
