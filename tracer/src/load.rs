@@ -216,6 +216,14 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         }
         statuses.push(ProbeStatus { program: p.program.to_string(), tracepoint, attached: result.is_ok(), error: result.err().map(|e| format!("{e:#}")) });
     }
+    // Parsing the kernel's BTF (aya's and ours, ~5 MiB each) left freed memory in the heap
+    // (glibc raises its mmap threshold after the first big free, so the second copy came from
+    // the heap): hand it back, or a long-running daemon keeps ~10 MiB it never uses.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: no arguments to get wrong; only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     Ok(Loaded { ebpf, logger, probes: statuses, attach_time: start.elapsed() })
 }
 
