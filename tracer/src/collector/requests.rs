@@ -10,6 +10,9 @@ use tracer_common::{ConnCloseEvent, RequestEvent};
 
 use crate::sockaddr::Target;
 
+/// Most (pid, fd) → target entries kept (see `record_connect`).
+const FD_TARGETS_MAX: usize = 262_144;
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds")
 }
@@ -152,8 +155,11 @@ impl Requests {
 
     /// A connect() by the proxy: its fd now names `target`.
     pub fn record_connect(&mut self, pid: u32, fd: i32, target: &Target) {
-        if self.fd_target.len() > 100_000 {
-            self.fd_target.clear(); // bounded: stale fds of dead workers
+        // Bounded: entries of closed fds are overwritten when the fd number is reused, so this only
+        // grows with concurrent connections (or dead workers' fds). Four times the kernel's
+        // default per-connection map, so 100 k concurrent connections keep their targets.
+        if self.fd_target.len() >= FD_TARGETS_MAX {
+            self.fd_target.clear();
         }
         self.fd_target.insert((pid, fd), target.clone());
     }
