@@ -30,6 +30,7 @@ fn overflow_run(name: &str, host: &str, n: u32, app_sleep: f64, location_extra: 
     let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &bind, location_extra, ..Default::default() }).expect("nginx starts");
     let pid = nginx.master_pid().to_string();
     let tracer = Tracer::watch(TRACER, &["--pid", &pid, "--connections", "--interval", "1s"]).expect("tracer attaches");
+    tcpext_quiet();
     let before = tcpext();
     ab(&nginx.url(), n, n).expect("ab runs");
     let after = tcpext();
@@ -68,7 +69,13 @@ fn overflow_is_attributed_to_the_listener_and_equals_nstat() {
     assert!(run.overflows > 0, "the scenario must overflow the accept queue");
     assert_eq!(syn + ack, run.overflows, "tracer drops == ListenOverflows delta");
     assert_eq!(syn + ack, run.drops, "tracer drops == ListenDrops delta");
-    assert_eq!(u(&l["connects"]["syn_retransmits"]), run.syn_retrans, "tracer SYN retransmits == TCPSynRetrans delta");
+    // TCPSynRetrans also counts the listener's SYN-ACK retransmits (tcp_rtx_synack), which
+    // happen when a final ACK was dropped and the queue stays full for the SYN-ACK timer (1 s):
+    // one CI run saw 58 = 50 client SYN retransmits + 8 of those. The exact check is the drops
+    // sum above; the client side can be at most the counter.
+    let syn_retrans = u(&l["connects"]["syn_retransmits"]);
+    assert!(syn_retrans > 0 && syn_retrans <= run.syn_retrans, "tracer SYN retransmits {syn_retrans} ≤ TCPSynRetrans delta {}", run.syn_retrans);
+    assert_eq!(syn_retrans, syn, "SYN drops seen from the client side are its SYN retransmits");
     let q = &l["queue"];
     assert_eq!(q["queue_max"], 8, "{q}");
     assert_eq!(q["listen_backlog"], 8, "{q}");
@@ -127,6 +134,7 @@ fn ipv6_listener_overflow() {
 #[test]
 fn refused_tcp_connects_equal_nginx_502s() {
     require_root();
+    let _serial = exclusive(); // not while an overflow test reads node-wide counters
     let scratch = Scratch::new("tcp-refused");
     let target = format!("127.0.0.1:{}", free_port()); // nothing listens there
     let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &target, ..Default::default() }).unwrap();

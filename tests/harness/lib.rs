@@ -526,6 +526,27 @@ pub fn tcpext() -> BTreeMap<String, u64> {
     names.split_whitespace().zip(values.split_whitespace()).skip(1).map(|(n, v)| (n.to_string(), v.parse().unwrap_or(0))).collect()
 }
 
+/// Wait (at most 10 s) until the node-wide listen-overflow and SYN-retransmit counters have not
+/// moved for a second: a previous test's leftover connections (SYNs and data still being
+/// retransmitted) must not be counted as this test's.
+pub fn tcpext_quiet() {
+    let keys = ["ListenOverflows", "ListenDrops", "TCPSynRetrans"];
+    let snap = || {
+        let t = tcpext();
+        keys.iter().map(|k| t.get(*k).copied().unwrap_or(0)).collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = snap();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = snap();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
 /// `after[name] - before[name]`.
 pub fn tcpext_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> u64 {
     after[name] - before[name]
