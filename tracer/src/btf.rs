@@ -52,6 +52,10 @@ impl Btf {
             let (name_off, info) = (self.u32_at(o), self.u32_at(o + 4));
             let (kind, vlen, kflag) = ((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31 == 1);
             let members = o + 12;
+            let extra = extra_len(kind, vlen).with_context(|| format!("unknown BTF kind {kind}"))?;
+            if members + extra > self.types.1 {
+                bail!("truncated BTF type section");
+            }
             if (kind == KIND_STRUCT || kind == KIND_UNION) && self.name(name_off) == strukt.as_bytes() {
                 for m in 0..vlen {
                     let at = members + m * 12;
@@ -66,7 +70,7 @@ impl Btf {
                 }
                 bail!("struct {strukt} has no member {member}");
             }
-            o = members + extra_len(kind, vlen).with_context(|| format!("unknown BTF kind {kind}"))?;
+            o = members + extra;
         }
         bail!("no struct {strukt} in the kernel's BTF")
     }
@@ -121,6 +125,23 @@ mod tests {
         assert_eq!(btf.member_offset("s", "a").unwrap(), 0);
         assert!(btf.member_offset("s", "c").is_err());
         assert!(btf.member_offset("t", "a").is_err());
+    }
+
+    #[test]
+    fn a_truncated_type_is_an_error_not_a_panic() {
+        // A STRUCT claiming 100 members in a 12-byte type section.
+        let mut data = Vec::new();
+        data.extend_from_slice(&MAGIC.to_le_bytes());
+        data.extend_from_slice(&[1, 0]);
+        for v in [24u32, 0, 12, 12, 2] {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [1u32, (4 << 24) | 100, 8] {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        data.extend_from_slice(b"\0\0");
+        let btf = Btf::parse(data).unwrap();
+        assert!(btf.member_offset("s", "a").is_err());
     }
 
     #[test]
