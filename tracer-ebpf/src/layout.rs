@@ -3,7 +3,9 @@
 //! from a socket.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use tracer_common::kernel_layout::KernelLayout;
+use tracer_common::{counters, kernel_layout::KernelLayout};
+
+use crate::maps::count;
 
 /// Set by the loader; read-only for the programs.
 #[no_mangle]
@@ -24,13 +26,24 @@ fn read_ptr(base: u64, offset: u64) -> Option<u64> {
 
 const SOCK_STREAM: u16 = 1;
 
-/// The struct sock of the current task's `fd` if it is a stream socket (`Ok(None)`: another
-/// kind of socket, e.g. a connected UDP resolver or a unix datagram socket to syslog; `Err`: the
-/// layout is unknown or a read failed). Follows
+/// The struct sock of the current task's `fd` if it is a stream socket. None for another kind of
+/// socket (a connected UDP resolver, a unix datagram socket to syslog), and None — counted as
+/// `sock_lookup_failed` — when the layout is unknown or a read failed. Follows
 /// current->files->fdt->fd[fd]->private_data (struct socket)->sk. Called right after a
 /// connect()/accept() on that fd returned, in the same task, so the fd still names that socket.
 #[inline(always)]
-pub fn stream_sock_of_fd(fd: i32) -> Result<Option<u64>, ()> {
+pub fn stream_sock_of_fd(fd: i32) -> Option<u64> {
+    match walk_fd(fd) {
+        Ok(sk) => sk,
+        Err(()) => {
+            count(counters::SOCK_LOOKUP_FAILED);
+            None
+        }
+    }
+}
+
+#[inline(always)]
+fn walk_fd(fd: i32) -> Result<Option<u64>, ()> {
     let l = layout();
     if !l.can_walk_fds() || fd < 0 {
         return Err(());

@@ -1,4 +1,11 @@
 //! Kernel constants the probe families share (address families, protocols, errnos).
+// Offsets in the syscall tracepoint records (see /sys/kernel/tracing/events/syscalls/*/format):
+// 8 bytes of common fields, the syscall nr, then each argument (or the result) as 8 bytes.
+pub const SYSCALL_ARG0: usize = 16;
+pub const SYSCALL_ARG1: usize = 24;
+pub const SYSCALL_ARG2: usize = 32;
+pub const SYSCALL_RET: usize = 16;
+
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

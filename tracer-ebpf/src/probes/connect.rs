@@ -19,14 +19,7 @@ use tracer_common::{connect::SOCKADDR_MAX, counters, kind, ConnectEvent, ListenE
 
 use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
-// Offsets in the syscall tracepoint records (see /sys/kernel/tracing/events/syscalls/*/format):
-// 8 bytes of common fields, the syscall nr, then each argument as 8 bytes from offset 16.
-const ARG0: usize = 16;
-const ARG1: usize = 24;
-const ARG2: usize = 32;
-const RET: usize = 16;
-
-use crate::net::{AF_INET, AF_INET6, AF_UNIX};
+use crate::net::{AF_INET, AF_INET6, AF_UNIX, SYSCALL_ARG0, SYSCALL_ARG1, SYSCALL_ARG2, SYSCALL_RET};
 
 /// A connect() between enter and exit. The sockaddr itself is read at exit, straight into the
 /// event (the caller's buffer is an input that stays put during the call): no copy through the map.
@@ -50,9 +43,9 @@ pub fn connect_enter(ctx: TracePointContext) -> u32 {
     }
     let p = PendingConnect {
         start_ns: now_ns(),
-        uaddr: field(&ctx, ARG1),
-        fd: field::<u64>(&ctx, ARG0) as i32,
-        addrlen: field::<u64>(&ctx, ARG2) as u32,
+        uaddr: field(&ctx, SYSCALL_ARG1),
+        fd: field::<u64>(&ctx, SYSCALL_ARG0) as i32,
+        addrlen: field::<u64>(&ctx, SYSCALL_ARG2) as u32,
     };
     if PENDING_CONNECT.insert(&id, &p, 0).is_err() {
         count(counters::PENDING_MAP_FULL);
@@ -67,7 +60,8 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
         // Untraced task (filter) or an enter we never saw: nothing to pair with.
         return 0;
     };
-    let p = unsafe { PendingConnect { start_ns: (*p).start_ns, uaddr: (*p).uaddr, fd: (*p).fd, addrlen: (*p).addrlen } };
+    // A copy: the entry is removed right below.
+    let p = unsafe { core::ptr::read(p) };
     let _ = PENDING_CONNECT.remove(&id);
     let uaddr = p.uaddr as *const u8;
     // The family first: only unix and IP targets are worth an event.
@@ -81,7 +75,7 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
     if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    let ret: i64 = field(&ctx, RET);
+    let ret: i64 = field(&ctx, SYSCALL_RET);
     // One header (comm, clock) for the event and the followed connection.
     let hdr = header(kind::CONNECT, id);
     // The fd now names an upstream connection: follow its requests.
@@ -122,7 +116,7 @@ pub fn listen_enter(ctx: TracePointContext) -> u32 {
     // Not filtered: listeners belong to the app servers, not to the traced proxy, and listen()
     // is rare.
     let id = pid_tgid();
-    let (fd, backlog) = (field::<u64>(&ctx, ARG0) as i32, field::<u64>(&ctx, ARG1) as i32);
+    let (fd, backlog) = (field::<u64>(&ctx, SYSCALL_ARG0) as i32, field::<u64>(&ctx, SYSCALL_ARG1) as i32);
     let ev = ListenEvent { hdr: header(kind::LISTEN, id), fd, backlog };
     if EVENTS.output::<ListenEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);

@@ -7,6 +7,7 @@ use aya_ebpf::{helpers::bpf_probe_read_user_buf, macros::tracepoint, programs::T
 use tracer_common::{counters, kind, StatusEvent};
 
 use crate::maps::{EVENTS, count, field, header, pid_tgid, submit_flags, traced};
+use crate::net::{SYSCALL_ARG0, SYSCALL_ARG1};
 
 /// sys_enter_writev(fd, iov, iovcnt) of a traced thread.
 #[tracepoint]
@@ -15,8 +16,8 @@ pub fn status_line(ctx: TracePointContext) -> u32 {
     if !traced(id) {
         return 0;
     }
-    let fd = field::<u64>(&ctx, 16) as i32;
-    let iov: u64 = field(&ctx, 24);
+    let fd = field::<u64>(&ctx, SYSCALL_ARG0) as i32;
+    let iov: u64 = field(&ctx, SYSCALL_ARG1);
     // struct iovec { void *iov_base; size_t iov_len; }: the first buffer.
     let mut base = [0u8; 8];
     if unsafe { bpf_probe_read_user_buf(iov as *const u8, &mut base) }.is_err() {

@@ -30,7 +30,7 @@ use tracer_common::{
 use crate::maps::{EVENTS, LRU_PER_CPU, count, field, now_ns, pid_tgid, submit_flags, traced};
 
 use crate::layout::stream_sock_of_fd;
-use crate::net::{AF_INET, AF_INET6, AF_UNIX, ECONNRESET, EPIPE, SKC_FAMILY};
+use crate::net::{AF_INET, AF_INET6, AF_UNIX, ECONNRESET, EPIPE, SKC_FAMILY, SYSCALL_ARG0};
 const MSG_PEEK: i32 = 2;
 const EINPROGRESS: i64 = -115;
 /// A peer EOF this long after the last response byte closed an idle keep-alive connection;
@@ -73,14 +73,8 @@ pub fn follow_connected(hdr: &EventHeader, fd: i32, ret: i64) {
     if ret != 0 && ret != EINPROGRESS {
         return;
     }
-    let sk = match stream_sock_of_fd(fd) {
-        Ok(Some(sk)) => sk,
-        Ok(None) => return, // a connected UDP or unix datagram socket: no requests to follow
-        Err(()) => {
-            count(counters::SOCK_LOOKUP_FAILED);
-            return;
-        }
-    };
+    // None also for a connected UDP or unix datagram socket: no requests to follow.
+    let Some(sk) = stream_sock_of_fd(fd) else { return };
     let family: u16 = unsafe { bpf_probe_read_kernel((sk as *const u8).add(SKC_FAMILY) as *const u16) }.unwrap_or(0);
     if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
         return;
@@ -255,7 +249,7 @@ pub fn close_enter(ctx: TracePointContext) -> u32 {
     if !traced(id) {
         return 0;
     }
-    let fd = field::<u64>(&ctx, 16) as i32;
+    let fd = field::<u64>(&ctx, SYSCALL_ARG0) as i32;
     let key = fd_key(id, fd);
     let Some(&sk) = (unsafe { SK_BY_FD.get(&key) }) else { return 0 };
     let _ = SK_BY_FD.remove(&key);

@@ -24,7 +24,7 @@ use tracer_common::{
 use crate::layout::{layout, stream_sock_of_fd};
 use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
-use crate::net::{AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SKC_STATE};
+use crate::net::{AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SKC_STATE, SYSCALL_RET};
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
@@ -233,18 +233,11 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
 /// sys_exit_accept / sys_exit_accept4: the new fd's socket, looked up in the accept queue.
 #[tracepoint]
 pub fn accept_exit(ctx: TracePointContext) -> u32 {
-    let ret: i64 = field(&ctx, 16);
+    let ret: i64 = field(&ctx, SYSCALL_RET);
     if ret < 0 {
         return 0;
     }
-    let sk = match stream_sock_of_fd(ret as i32) {
-        Ok(Some(sk)) => sk,
-        Ok(None) => return 0,
-        Err(()) => {
-            count(counters::SOCK_LOOKUP_FAILED);
-            return 0;
-        }
-    };
+    let Some(sk) = stream_sock_of_fd(ret as i32) else { return 0 };
     let Some(q) = ACCEPT_QUEUE.get_ptr(&sk) else { return 0 };
     let (since, a) = unsafe { ((*q).since_ns, (*q).addrs) };
     let _ = ACCEPT_QUEUE.remove(&sk);
