@@ -1,7 +1,7 @@
 //! Upstream requests: workers killed mid-request, proxy timeouts and per-request latency, each
 //! compared with nginx's own access and error logs. Real nginx, gunicorn, uwsgi. Root only.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracer_e2e::*;
 
@@ -33,14 +33,30 @@ fn sigkilled_gunicorn_workers_are_premature_closes_with_the_killer() {
     require_root();
     let scratch = Scratch::new("kill");
     let sock = scratch.path("app.sock");
-    let g = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), workers: 2, app_sleep: 3.0, backlog: 64, ..Default::default() })
-        .expect("gunicorn starts");
+    let started = scratch.path("started");
+    let opts = GunicornOpts {
+        bind: format!("unix:{}", sock.display()),
+        workers: 2,
+        app_sleep: 5.0,
+        backlog: 64,
+        started_dir: Some(started.clone()),
+        ..Default::default()
+    };
+    let g = Gunicorn::start(&opts).expect("gunicorn starts");
+    std::fs::create_dir(&started).unwrap(); // after gunicorn's own probe request
     let nginx = unix_nginx(&scratch, &sock, "");
     let tracer = trace(&nginx);
     let workers = g.worker_pids();
     assert_eq!(workers.len(), 2);
     ab_while(&nginx.url(), 2, 2, || {
-        std::thread::sleep(Duration::from_secs(1)); // both requests are now being served
+        // Kill once both requests are in the app (or, if one worker took both, once one is) and
+        // the last of them has been there for 1 s: ab may start late on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Gunicorn::started_requests(&started) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(Gunicorn::started_requests(&started) >= 1, "no request reached the app in 3 s");
+        std::thread::sleep(Duration::from_secs(1));
         for w in &workers {
             unsafe { libc::kill(*w as i32, libc::SIGKILL) };
         }

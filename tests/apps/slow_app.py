@@ -10,9 +10,14 @@ SPREAD = float(os.environ.get("APP_SLEEP_SPREAD", "0"))
 # Optional: after sleeping, hold each request until this file exists (tests use it to make a
 # burst's outcome independent of how fast the machine delivers it).
 GATE = os.environ.get("APP_GATE")
+# Optional: a directory in which each request, as it starts, leaves a file named
+# "<worker pid>-<monotonic ns>" (tests wait on it instead of guessing when the app got a request).
+STARTED_DIR = os.environ.get("APP_STARTED_DIR")
 
 
 def app(environ, start_response):
+    if STARTED_DIR and os.path.isdir(STARTED_DIR):
+        open(os.path.join(STARTED_DIR, f"{os.getpid()}-{time.monotonic_ns()}"), "w").close()
     time.sleep(SLEEP + random.uniform(0, SPREAD))
     while GATE and not os.path.exists(GATE):
         time.sleep(0.01)

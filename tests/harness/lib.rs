@@ -143,11 +143,14 @@ pub struct GunicornOpts {
     pub app_sleep_spread: f64,
     /// Hold every request (after its sleep) until this file exists.
     pub gate: Option<PathBuf>,
+    /// Once this directory exists, each request leaves a file in it as it starts
+    /// (`Gunicorn::started_requests`).
+    pub started_dir: Option<PathBuf>,
 }
 
 impl Default for GunicornOpts {
     fn default() -> Self {
-        GunicornOpts { bind: String::new(), backlog: 16, workers: 1, app_sleep: 0.5, umask: 0, app_sleep_spread: 0.0, gate: None }
+        GunicornOpts { bind: String::new(), backlog: 16, workers: 1, app_sleep: 0.5, umask: 0, app_sleep_spread: 0.0, gate: None, started_dir: None }
     }
 }
 
@@ -169,6 +172,7 @@ impl Gunicorn {
             .env("APP_SLEEP", o.app_sleep.to_string())
             .env("APP_SLEEP_SPREAD", o.app_sleep_spread.to_string())
             .envs(o.gate.iter().map(|g| ("APP_GATE", g.as_os_str())))
+            .envs(o.started_dir.iter().map(|d| ("APP_STARTED_DIR", d.as_os_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let proc = Proc::spawn("gunicorn", &mut cmd)?;
@@ -196,6 +200,11 @@ impl Gunicorn {
 
     pub fn worker_pids(&self) -> Vec<u32> {
         children_of(self.master_pid())
+    }
+
+    /// How many requests the app has started since `dir` (its `started_dir`) was created.
+    pub fn started_requests(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
     }
 }
 
