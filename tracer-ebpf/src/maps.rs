@@ -27,6 +27,17 @@ pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[no_mangle]
 static FILTER: FilterConfig = FilterConfig::ALL;
 
+/// Set by the loader when `TRACER_HOOKS_ONLY=1` (a bench knob): every program returns at once,
+/// so a run measures what the attachments themselves cost (tracepoint dispatch, the syscall slow
+/// path) apart from what the programs do. Read-only, so the verifier folds the check away.
+#[no_mangle]
+static HOOKS_ONLY: u8 = 0;
+
+#[inline(always)]
+pub fn hooks_only() -> bool {
+    unsafe { core::ptr::read_volatile(&HOOKS_ONLY) != 0 }
+}
+
 /// Pending bytes that make a submit wake the reader: a quarter of the ring (set by the loader),
 /// so a small ring still wakes userspace long before it is full.
 #[no_mangle]

@@ -165,6 +165,11 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
     let overflow_reason = tracepoint_symbol("skb", "kfree_skb", "TCP_LISTEN_OVERFLOW").unwrap_or(0);
     let no_socket_reason = tracepoint_symbol("skb", "kfree_skb", "NO_SOCKET").unwrap_or(0);
     let layout = kernel_layout();
+    // A bench knob like TRACER_SKIP_PROGRAMS: attach everything, run nothing (see HOOKS_ONLY).
+    let hooks_only = u8::from(std::env::var("TRACER_HOOKS_ONLY").is_ok_and(|v| v == "1"));
+    if hooks_only != 0 {
+        log::warn!("TRACER_HOOKS_ONLY=1: every kernel program returns at once; nothing will be traced");
+    }
     let mut loader = EbpfLoader::new();
     if let Some(n) = map_entries {
         for m in CONNECTION_MAPS {
@@ -177,6 +182,7 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         .override_global("NO_SOCKET_REASON", &no_socket_reason, true)
         .override_global("WAKEUP_BYTES", &(ringbuf_bytes as u64 / 4), true)
         .override_global("LAYOUT", &layout, true)
+        .override_global("HOOKS_ONLY", &hooks_only, true)
         .map_max_entries("EVENTS", ringbuf_bytes)
         .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")))
         .context("loading the eBPF object (is this kernel ≥ 5.8 with BTF and ring buffers?)")?;

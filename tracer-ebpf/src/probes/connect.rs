@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use tracer_common::{connect::SOCKADDR_MAX, counters, kind, ConnectEvent, ListenEvent};
 
-use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
 use crate::net::{AF_INET, AF_INET6, AF_UNIX, SYSCALL_ARG0, SYSCALL_ARG1, SYSCALL_ARG2, SYSCALL_RET};
 
@@ -37,6 +37,9 @@ static PENDING_CONNECT: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_e
 
 #[tracepoint]
 pub fn connect_enter(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let id = pid_tgid();
     if !traced(id) {
         return 0;
@@ -55,6 +58,9 @@ pub fn connect_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn connect_exit(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let id = pid_tgid();
     let Some(p) = PENDING_CONNECT.get_ptr(&id) else {
         // Untraced task (filter) or an enter we never saw: nothing to pair with.
@@ -113,6 +119,9 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn listen_enter(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     // Not filtered: listeners belong to the app servers, not to the traced proxy, and listen()
     // is rare.
     let id = pid_tgid();

@@ -6,12 +6,15 @@
 use aya_ebpf::{helpers::bpf_probe_read_user_buf, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{counters, kind, StatusEvent};
 
-use crate::maps::{EVENTS, count, field, header, pid_tgid, submit_flags, traced};
+use crate::maps::{hooks_only, EVENTS, count, field, header, pid_tgid, submit_flags, traced};
 use crate::net::{SYSCALL_ARG0, SYSCALL_ARG1};
 
 /// sys_enter_writev(fd, iov, iovcnt) of a traced thread.
 #[tracepoint]
 pub fn status_line(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let id = pid_tgid();
     if !traced(id) {
         return 0;

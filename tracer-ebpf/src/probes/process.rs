@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{counters, kind, ExitEvent, ForkEvent, SignalEvent};
 
-use crate::maps::{EVENTS, count, field, header, pid_tgid, submit_flags};
+use crate::maps::{hooks_only, EVENTS, count, field, header, pid_tgid, submit_flags};
 
 /// Signals that end a process unless handled: what kills workers (timeouts, harakiri, OOM, ^C).
 #[inline(always)]
@@ -20,6 +20,9 @@ fn fatal(sig: i32) -> bool {
 
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let sig: i32 = field(&ctx, 8);
     if !fatal(sig) {
         return 0;
@@ -43,6 +46,9 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn process_exit(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let group_dead: u8 = field(&ctx, 32);
     if group_dead == 0 {
         return 0;
@@ -60,6 +66,9 @@ static APP_MASTERS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
 #[tracepoint]
 pub fn process_fork(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let id = pid_tgid();
     let parent = (id >> 32) as u32;
     if unsafe { APP_MASTERS.get(&parent) }.is_none() {

@@ -27,7 +27,7 @@ use tracer_common::{
     ConnCloseEvent, EventHeader, RequestEvent,
 };
 
-use crate::maps::{EVENTS, LRU_PER_CPU, count, field, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, now_ns, pid_tgid, submit_flags, traced};
 
 use crate::layout::stream_sock_of_fd;
 use crate::net::{AF_INET, AF_INET6, AF_UNIX, ECONNRESET, EPIPE, SKC_FAMILY, SYSCALL_ARG0};
@@ -180,6 +180,9 @@ fn peer_closed(c: &Conn, sk: u64, how_: u32) {
 
 #[raw_tracepoint(tracepoint = "sock_send_length")]
 pub fn sock_send(ctx: RawTracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     // Every send of every process lands here: the map of followed sockets decides.
     let (sk, ret) = io_args(&ctx);
     let Some(c) = CONNS.get_ptr_mut(&sk) else { return 0 };
@@ -218,6 +221,9 @@ pub fn sock_send(ctx: RawTracePointContext) -> u32 {
 
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn sock_recv(ctx: RawTracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let (sk, ret) = io_args(&ctx);
     let Some(c) = CONNS.get_ptr_mut(&sk) else { return 0 };
     let c = unsafe { &mut *c };
@@ -245,6 +251,9 @@ pub fn sock_recv(ctx: RawTracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn close_enter(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let id = pid_tgid();
     if !traced(id) {
         return 0;
@@ -268,6 +277,9 @@ pub fn close_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tcp_destroy(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let sk: u64 = field(&ctx, 8);
     let _ = CONNS.remove(&sk);
     0

@@ -22,7 +22,7 @@ use tracer_common::{
 };
 
 use crate::layout::{layout, stream_sock_of_fd};
-use crate::maps::{EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
 use crate::net::{AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SKC_STATE, SYSCALL_RET};
 const TCP_ESTABLISHED: i32 = 1;
@@ -103,6 +103,9 @@ fn sock_addrs(sk: u64) -> TcpAddrs {
 /// (and SCTP, which never uses SYN_SENT/SYN_RECV) sockets pass through it.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn tcp_set_state(ctx: RawTracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let (sk, old, new) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1) as i32, ctx.arg::<u64>(2) as i32);
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
@@ -163,6 +166,9 @@ const RT_STATE: usize = 24;
 
 #[tracepoint]
 pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let state: i32 = field(&ctx, RT_STATE);
     if state != TCP_SYN_SENT {
         return 0;
@@ -176,6 +182,9 @@ pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let sk: u64 = field(&ctx, 8);
     if let Some(c) = CONNECTING.get_ptr_mut(&sk) {
         unsafe { (*c).rst = 1 };
@@ -190,6 +199,9 @@ const TCP_LISTEN: u8 = 10;
 
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let reason: u32 = field(&ctx, KF_REASON);
     let overflow = unsafe { core::ptr::read_volatile(&LISTEN_OVERFLOW_REASON) };
     let no_socket = unsafe { core::ptr::read_volatile(&NO_SOCKET_REASON) };
@@ -233,6 +245,9 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
 /// sys_exit_accept / sys_exit_accept4: the new fd's socket, looked up in the accept queue.
 #[tracepoint]
 pub fn accept_exit(ctx: TracePointContext) -> u32 {
+    if hooks_only() {
+        return 0;
+    }
     let ret: i64 = field(&ctx, SYSCALL_RET);
     if ret < 0 {
         return 0;

@@ -1,8 +1,9 @@
 //! Phase 2: where the tracer's request overhead comes from. The stack of phase 1 without upstream
 //! keep-alive (every connection is new, so every hook fires per request), run untraced, with the
-//! tracer's full program set, and with one hook family left out at a time
-//! (`TRACER_SKIP_PROGRAMS`), in an order that rotates per repetition. What a run gains when a
-//! family is left out is what that family costs.
+//! tracer's full program set, with every program attached but returning at once
+//! (`TRACER_HOOKS_ONLY`: what the hook points cost by themselves), and with one hook family left
+//! out at a time (`TRACER_SKIP_PROGRAMS`), in an order that rotates per repetition. What a run
+//! gains when a family is left out is what that family costs.
 
 use anyhow::Result;
 
@@ -10,23 +11,33 @@ use super::overhead::{Config, Stack, WRK_CONNS, WRK_THREADS};
 use super::tools::{self, TracerRun};
 use super::{check_interrupt, median, Ctx, Plan};
 
-/// A way to run the proxy: untraced (`skip: None`) or the tracer without the programs in `skip`.
+/// A way to run the proxy: untraced (`tracer_env: None`) or the tracer with this environment.
 pub struct Variant {
     pub label: &'static str,
-    pub skip: Option<&'static str>,
+    pub tracer_env: Option<&'static [(&'static str, &'static str)]>,
 }
 
-pub const VARIANTS: [Variant; 5] = [
-    Variant { label: "untraced", skip: None },
-    Variant { label: "tracer, every program", skip: Some("") },
+pub const VARIANTS: [Variant; 6] = [
+    Variant { label: "untraced", tracer_env: None },
+    Variant { label: "tracer, every program", tracer_env: Some(&[]) },
+    Variant {
+        label: "every hook attached, programs return at once (what the hook points cost)",
+        tracer_env: Some(&[("TRACER_HOOKS_ONLY", "1")]),
+    },
     Variant {
         label: "without the syscall hooks (connect, listen, accept, writev, close)",
-        skip: Some("connect_enter,connect_exit,listen_enter,accept_exit,status_line,close_enter"),
+        tracer_env: Some(&[(
+            "TRACER_SKIP_PROGRAMS",
+            "connect_enter,connect_exit,listen_enter,accept_exit,status_line,close_enter",
+        )]),
     },
-    Variant { label: "without send/recv (the request state machine)", skip: Some("sock_send,sock_recv") },
+    Variant {
+        label: "without send/recv (the request state machine)",
+        tracer_env: Some(&[("TRACER_SKIP_PROGRAMS", "sock_send,sock_recv")]),
+    },
     Variant {
         label: "without the TCP hooks (state changes, drops, retransmits, resets, destroy)",
-        skip: Some("tcp_set_state,tcp_destroy,kfree_skb,tcp_retransmit,tcp_receive_reset"),
+        tracer_env: Some(&[("TRACER_SKIP_PROGRAMS", "tcp_set_state,tcp_destroy,kfree_skb,tcp_retransmit,tcp_receive_reset")]),
     },
 ];
 
@@ -59,10 +70,10 @@ pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<Breakdown>> {
                 check_interrupt()?;
                 let slot = (k + rep) % VARIANTS.len();
                 let v = &VARIANTS[slot];
-                let tracer = match v.skip {
+                let tracer = match v.tracer_env {
                     None => None,
-                    Some(skip) => {
-                        Some(TracerRun::start_skipping(&ctx.tracer, &["--comm", "nginx"], stack.scratch.path("tracer.jsonl"), skip)?)
+                    Some(env) => {
+                        Some(TracerRun::start_with_env(&ctx.tracer, &["--comm", "nginx"], stack.scratch.path("tracer.jsonl"), env)?)
                     }
                 };
                 let wrk = tools::wrk(&url, plan.run_secs, WRK_THREADS, WRK_CONNS);

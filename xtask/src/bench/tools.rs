@@ -39,17 +39,16 @@ pub struct TracerStats {
 
 impl TracerRun {
     pub fn start(bin: &Path, args: &[&str], out: PathBuf) -> Result<TracerRun> {
-        TracerRun::start_skipping(bin, args, out, "")
+        TracerRun::start_with_env(bin, args, out, &[])
     }
 
-    /// Start it without the programs in `skip` (comma-separated, `TRACER_SKIP_PROGRAMS`).
-    pub fn start_skipping(bin: &Path, args: &[&str], out: PathBuf, skip: &str) -> Result<TracerRun> {
+    /// Start it with extra environment, e.g. `TRACER_SKIP_PROGRAMS` (programs left out) or
+    /// `TRACER_HOOKS_ONLY` (programs attached but returning at once).
+    pub fn start_with_env(bin: &Path, args: &[&str], out: PathBuf, env: &[(&str, &str)]) -> Result<TracerRun> {
         let file = std::fs::File::create(&out).with_context(|| format!("create {}", out.display()))?;
         let mut cmd = Command::new(bin);
         cmd.args(TRACER_MODE).args(args).stdout(file).stderr(Stdio::piped());
-        if !skip.is_empty() {
-            cmd.env("TRACER_SKIP_PROGRAMS", skip);
-        }
+        cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("tracer", &mut cmd)?;
         let err = proc.child.stderr.take().context("tracer stderr")?;
         wait_line(err, TRACER_READY, Duration::from_secs(30)).context("the tracer did not attach")?;
