@@ -106,8 +106,13 @@ impl Env {
         self.answer("tcp_listener_bound", a.to_string(), || listeners::tcp_listener_bound(a).ok().flatten())
     }
 
-    pub fn owner_of(&mut self, inode: u32) -> Option<Owner> {
-        self.answer("owner_of", inode.to_string(), || listeners::owner_of(inode))
+    /// `listen`: the (pid, fd) the tracer saw call listen() on this socket, if any (a cheaper
+    /// lookup; the recorded question is the same).
+    pub fn owner_of(&mut self, inode: u32, listen: Option<(u32, i32)>) -> Option<Owner> {
+        self.answer("owner_of", inode.to_string(), || match listen {
+            Some((pid, fd)) => listeners::owner_of_listener(inode, pid, fd),
+            None => listeners::owner_of(inode),
+        })
     }
 
     pub fn children(&mut self, pid: u32) -> Vec<u32> {

@@ -184,20 +184,59 @@ pub struct Owner {
 }
 
 /// Which process owns the socket with `inode`: of all processes holding it, the one whose parent
-/// does not (the master of a pre-fork server).
+/// does not (the master of a pre-fork server). Reads every fd link of every process: on a host
+/// with many sockets, prefer `owner_of_listener`.
 pub fn owner_of(inode: u32) -> Option<Owner> {
-    let link = format!("socket:[{inode}]");
+    let link = socket_link(inode);
     let mut holders = HashSet::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str().as_bytes() == link.as_bytes())) {
+        if holds(pid, &link) {
             holders.insert(pid);
         }
     }
     let parents: HashMap<u32, u32> = holders.iter().map(|&p| (p, ppid(p).unwrap_or(0))).collect();
     let root = *holders.iter().filter(|p| !holders.contains(&parents[p])).min()?;
     Some(Owner { pid: root, comm: process_comm(root), sharers: holders.len() as u32 - 1 })
+}
+
+/// `owner_of` for a socket the tracer saw `pid` call listen() on as `fd`: only that process's
+/// ancestors and descendants are read (a pre-fork server's master and workers), not every fd on
+/// the host — with 100 k sockets open that scan took long enough to overflow the ring buffer.
+/// Holders outside that family (a socket passed over SCM_RIGHTS) are not counted as sharers.
+/// Falls back to the full scan when `pid` no longer has the socket at `fd`.
+pub fn owner_of_listener(inode: u32, pid: u32, fd: i32) -> Option<Owner> {
+    if socket_inode(pid, fd) != Some(inode) {
+        return owner_of(inode);
+    }
+    let link = socket_link(inode);
+    let mut root = pid;
+    while let Some(parent) = ppid(root).filter(|&p| p > 0 && holds(p, &link)) {
+        root = parent;
+    }
+    let mut sharers = 0;
+    let mut seen = HashSet::from([root]);
+    let mut todo = children(root);
+    while let Some(p) = todo.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        if holds(p, &link) {
+            sharers += 1;
+        }
+        todo.extend(children(p));
+    }
+    Some(Owner { pid: root, comm: process_comm(root), sharers })
+}
+
+fn socket_link(inode: u32) -> String {
+    format!("socket:[{inode}]")
+}
+
+/// Does `pid` have an fd on the socket `link` ("socket:[inode]")? Stops at the first match.
+fn holds(pid: u32, link: &str) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str().as_bytes() == link.as_bytes()))
 }
 
 /// The socket inode behind `fd` of process `pid`.
@@ -277,6 +316,30 @@ mod tests {
         assert_eq!(socket_inode(std::process::id(), std::os::fd::AsRawFd::as_raw_fd(&l)), Some(got.inode));
         drop(l);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A pre-fork server in miniature: this process listens, a child inherits the socket. The
+    /// lookup that starts from the listen() caller agrees with the full /proc scan.
+    #[test]
+    fn owner_from_the_listen_caller_matches_the_full_scan() {
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = l.as_raw_fd();
+        let inode = socket_inode(std::process::id(), fd).unwrap();
+        // SAFETY: clears FD_CLOEXEC on a valid fd so the child inherits it.
+        assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        // SAFETY: as above, restores FD_CLOEXEC.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        let full = owner_of(inode).unwrap();
+        let near = owner_of_listener(inode, std::process::id(), fd).unwrap();
+        let wrong_fd = owner_of_listener(inode, std::process::id(), fd + 1000).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(full.pid, std::process::id());
+        assert_eq!(full.sharers, 1, "the child holds it too");
+        assert_eq!(near, full);
+        assert_eq!(wrong_fd, full, "a stale (pid, fd) falls back to the scan");
     }
 
     #[test]

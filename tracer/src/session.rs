@@ -46,6 +46,9 @@ pub struct Session {
     /// Listener inode → owner and when it was looked up: a /proc/*/fd scan, far too costly to
     /// repeat per sample on a host with many fds.
     owners: HashMap<u32, (Option<crate::listeners::Owner>, u64)>,
+    /// Listener inode → the (pid, fd) seen calling listen() on it: where its owner is looked for
+    /// first.
+    listen_calls: HashMap<u32, (u32, i32)>,
     /// Where new app-server masters are announced to the kernel (fork tracking); None in replay.
     pub app_masters: Option<aya::maps::HashMap<aya::maps::MapData, u32, u8>>,
     /// Latest (events decoded, lost) of the live source.
@@ -74,6 +77,7 @@ impl Session {
             nstat_start,
             workers_listed: HashMap::new(),
             owners: HashMap::new(),
+            listen_calls: HashMap::new(),
             app_masters: None,
             source_stats: (0, Lost::default()),
             request_samples: None,
@@ -114,7 +118,7 @@ impl Session {
         match self.owners.get(&inode) {
             Some((o, at)) if now.saturating_sub(*at) < OWNER_TTL_NS => o.clone(),
             _ => {
-                let o = self.env.owner_of(inode);
+                let o = self.env.owner_of(inode, self.listen_calls.get(&inode).copied());
                 if self.owners.len() > 10_000 {
                     self.owners.clear();
                 }
@@ -201,6 +205,10 @@ impl Session {
             Event::Listen(l) => {
                 if let Some(inode) = self.env.socket_inode(l.hdr.pid, l.fd) {
                     self.stats.record_listen(inode, l.backlog);
+                    if self.listen_calls.len() > 10_000 {
+                        self.listen_calls.clear();
+                    }
+                    self.listen_calls.insert(inode, (l.hdr.pid, l.fd));
                 }
             }
             Event::TcpConnect(raw) => self.handle_tcp_connect(TcpConnect::from_event(&raw))?,

@@ -27,8 +27,19 @@ use crate::net::{AF_INET, AF_INET6, AF_UNIX, SYSCALL_ARG0, SYSCALL_ARG1, SYSCALL
 pub struct PendingConnect {
     start_ns: u64,
     uaddr: u64,
+    /// The TCP socket, when the connect went through CLOSE→SYN_SENT (`note_tcp_socket`): the exit
+    /// then need not walk the fd table to find it.
+    sk: u64,
     fd: i32,
     addrlen: u32,
+}
+
+/// Called from tcp_set_state's CLOSE→SYN_SENT, which runs inside this task's connect().
+#[inline(always)]
+pub fn note_tcp_socket(pid_tgid: u64, sk: u64) {
+    if let Some(p) = PENDING_CONNECT.get_ptr_mut(&pid_tgid) {
+        unsafe { (*p).sk = sk };
+    }
 }
 
 /// Keyed by pid_tgid (one connect() per thread at a time). LRU: a lost exit cannot leak an entry.
@@ -47,6 +58,7 @@ pub fn connect_enter(ctx: TracePointContext) -> u32 {
     let p = PendingConnect {
         start_ns: now_ns(),
         uaddr: field(&ctx, SYSCALL_ARG1),
+        sk: 0,
         fd: field::<u64>(&ctx, SYSCALL_ARG0) as i32,
         addrlen: field::<u64>(&ctx, SYSCALL_ARG2) as u32,
     };
@@ -85,7 +97,7 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
     // One header (comm, clock) for the event and the followed connection.
     let hdr = header(kind::CONNECT, id);
     // The fd now names an upstream connection: follow its requests.
-    super::requests::follow_connected(&hdr, p.fd, ret);
+    super::requests::follow_connected(&hdr, p.fd, ret, family, p.sk);
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
         count(counters::RINGBUF_FULL);
         return 0;

@@ -16,7 +16,6 @@
 //! response byte is the proxy giving up.
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
     macros::{map, raw_tracepoint, tracepoint},
     maps::LruHashMap,
     programs::{RawTracePointContext, TracePointContext},
@@ -30,7 +29,7 @@ use tracer_common::{
 use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, now_ns, pid_tgid, submit_flags, traced};
 
 use crate::layout::stream_sock_of_fd;
-use crate::net::{AF_INET, AF_INET6, AF_UNIX, ECONNRESET, EPIPE, SKC_FAMILY, SYSCALL_ARG0};
+use crate::net::{ECONNRESET, EPIPE, SYSCALL_ARG0};
 const MSG_PEEK: i32 = 2;
 const EINPROGRESS: i64 = -115;
 /// A peer EOF this long after the last response byte closed an idle keep-alive connection;
@@ -66,19 +65,22 @@ fn fd_key(pid_tgid: u64, fd: i32) -> u64 {
     (pid_tgid & 0xffff_ffff_0000_0000) | (fd as u32 as u64)
 }
 
-/// Called by connect_exit: a traced process connected `fd` (or started to). Follow its socket
-/// from now on if it is a stream socket.
+/// Called by connect_exit: a traced process connected `fd` (or started to) to an address of
+/// `family` (a successful connect's address has its socket's family). Follow the socket from now
+/// on if it is a stream socket. `tcp_sk`: the socket, if tcp_set_state saw it enter SYN_SENT in
+/// this connect(); otherwise it is found through the fd table.
 #[inline(always)]
-pub fn follow_connected(hdr: &EventHeader, fd: i32, ret: i64) {
+pub fn follow_connected(hdr: &EventHeader, fd: i32, ret: i64, family: u16, tcp_sk: u64) {
     if ret != 0 && ret != EINPROGRESS {
         return;
     }
-    // None also for a connected UDP or unix datagram socket: no requests to follow.
-    let Some(sk) = stream_sock_of_fd(fd) else { return };
-    let family: u16 = unsafe { bpf_probe_read_kernel((sk as *const u8).add(SKC_FAMILY) as *const u16) }.unwrap_or(0);
-    if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
-        return;
-    }
+    let sk = if tcp_sk != 0 {
+        tcp_sk
+    } else {
+        // None also for a connected UDP or unix datagram socket: no requests to follow.
+        let Some(sk) = stream_sock_of_fd(fd) else { return };
+        sk
+    };
     let c = Conn {
         hdr: EventHeader { kind: kind::REQUEST, ..*hdr },
         start_ns: hdr.ts_ns,

@@ -114,6 +114,7 @@ pub fn tcp_set_state(ctx: RawTracePointContext) -> u32 {
             if !traced(id) {
                 return 0;
             }
+            super::connect::note_tcp_socket(id, sk);
             let c = Connecting { hdr: header(kind::TCP_CONNECT, id), start_ns: now_ns(), syn_retransmits: 0, rst: 0 };
             if CONNECTING.insert(&sk, &c, 0).is_err() {
                 count(counters::CONN_MAP_FULL);
