@@ -13,9 +13,12 @@ pub const CONN_MAP_FULL: u32 = 3;
 /// A connect()ed or accept()ed fd could not be resolved to its socket (kernel layout unknown or
 /// a read failed): that connection is not followed.
 pub const SOCK_LOOKUP_FAILED: u32 = 4;
+/// A followed connection was close()d after its state had been evicted from the full (LRU)
+/// connection map: its requests from the eviction on were not seen. Raise `--map-entries`.
+pub const CONN_EVICTED: u32 = 5;
 /// Number of counters.
-pub const COUNT: u32 = 5;
+pub const COUNT: u32 = 6;
 
 /// Human names, indexed like the constants above.
 pub const NAMES: [&str; COUNT as usize] =
-    ["ringbuf_full", "pending_map_full", "addr_read_failed", "conn_map_full", "sock_lookup_failed"];
+    ["ringbuf_full", "pending_map_full", "addr_read_failed", "conn_map_full", "sock_lookup_failed", "conn_evicted"];

@@ -12,6 +12,9 @@ pub mod state {
     pub const REQUEST_SENT: u8 = 1;
     /// Response bytes are arriving.
     pub const RESPONDING: u8 = 2;
+    /// The upstream closed it (EOF, RST, failed send); kept until the proxy's close() so that a
+    /// close finding no state at all means the state was evicted.
+    pub const CLOSED: u8 = 3;
 }
 
 /// How a request's response ended.

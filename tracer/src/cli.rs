@@ -92,7 +92,8 @@ pub struct DaemonArgs {
     /// Most upstream targets kept in memory [default: 4096].
     #[arg(long, value_name = "N")]
     pub max_targets: Option<usize>,
-    /// Size of each per-connection kernel map [default: 65536].
+    /// Size of each per-connection kernel map [default: 65536] (the fd → connection map gets
+    /// twice as many, so a close can tell that a connection's state was evicted).
     #[arg(long, value_name = "N")]
     pub map_entries: Option<u32>,
 }

@@ -21,8 +21,8 @@ pub struct Source {
 pub struct Lost {
     pub ringbuf_full: u64,
     pub pending_map_full: u64,
-    /// A per-connection map was full: a connection is not followed (LRU evictions are not
-    /// counted here: they drop the oldest entry instead).
+    /// A per-connection map was full: a connection is not followed (LRU evictions are counted
+    /// as `conn_evicted` instead).
     #[serde(default)]
     pub conn_map_full: u64,
     pub addr_read_failed: u64,
@@ -30,12 +30,16 @@ pub struct Lost {
     /// requests (or accept wait) are not followed.
     #[serde(default)]
     pub sock_lookup_failed: u64,
+    /// A followed connection's state had been evicted from the full connection map when it was
+    /// closed: its requests after the eviction were not seen (`--map-entries` raises the size).
+    #[serde(default)]
+    pub conn_evicted: u64,
     pub decode_errors: u64,
 }
 
 impl Lost {
     pub fn total_dropped(&self) -> u64 {
-        self.ringbuf_full + self.pending_map_full + self.conn_map_full + self.sock_lookup_failed + self.decode_errors
+        self.ringbuf_full + self.pending_map_full + self.conn_map_full + self.sock_lookup_failed + self.conn_evicted + self.decode_errors
     }
 }
 
@@ -74,6 +78,7 @@ impl Source {
             conn_map_full: sum(counters::CONN_MAP_FULL),
             addr_read_failed: sum(counters::ADDR_READ_FAILED),
             sock_lookup_failed: sum(counters::SOCK_LOOKUP_FAILED),
+            conn_evicted: sum(counters::CONN_EVICTED),
             decode_errors: self.decode_errors,
         }
     }

@@ -56,9 +56,11 @@ pub struct Conn {
 #[map]
 static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
 
-/// (tgid << 32 | fd) → struct sock of a followed connection (for close()).
+/// (tgid << 32 | fd) → struct sock of a followed connection (for close()). Twice the size of
+/// CONNS (userspace keeps the ratio when it resizes them): the entry outlives an evicted CONNS
+/// entry, so close() can count the eviction.
 #[map]
-static SK_BY_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
+static SK_BY_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(2 * 65536, LRU_PER_CPU);
 
 #[inline(always)]
 fn fd_key(pid_tgid: u64, fd: i32) -> u64 {
@@ -160,8 +162,9 @@ fn emit_close(c: &Conn, sk: u64, class: u32, how_: u32, age_ns: u64, idle_ns: u6
     }
 }
 
-/// The upstream closed the connection (EOF, RST, or a send failed).
-fn peer_closed(c: &Conn, sk: u64, how_: u32) {
+/// The upstream closed the connection (EOF, RST, or a send failed). The state stays (CLOSED)
+/// until the proxy's close() removes it (or tcp_destroy, or LRU eviction of a dead entry).
+fn peer_closed(c: &mut Conn, sk: u64, how_: u32) {
     let now = now_ns();
     match c.state {
         state::REQUEST_SENT => {
@@ -177,7 +180,7 @@ fn peer_closed(c: &Conn, sk: u64, how_: u32) {
         }
         _ => emit_close(c, sk, close::IDLE, how_, 0, now.saturating_sub(c.start_ns)),
     }
-    let _ = CONNS.remove(&sk);
+    c.state = state::CLOSED;
 }
 
 #[raw_tracepoint(tracepoint = "sock_send_length")]
@@ -189,6 +192,9 @@ pub fn sock_send(ctx: RawTracePointContext) -> u32 {
     let (sk, ret) = io_args(&ctx);
     let Some(c) = CONNS.get_ptr_mut(&sk) else { return 0 };
     let c = unsafe { &mut *c };
+    if c.state == state::CLOSED {
+        return 0;
+    }
     let failed = ret == -EPIPE || ret == -ECONNRESET;
     if ret < 0 && !failed {
         return 0; // EAGAIN and the like: nothing was sent, nothing changed
@@ -229,6 +235,9 @@ pub fn sock_recv(ctx: RawTracePointContext) -> u32 {
     let (sk, ret) = io_args(&ctx);
     let Some(c) = CONNS.get_ptr_mut(&sk) else { return 0 };
     let c = unsafe { &mut *c };
+    if c.state == state::CLOSED {
+        return 0;
+    }
     if ret > 0 {
         let flags = ctx.arg::<u64>(2) as i32;
         if flags & MSG_PEEK != 0 {
@@ -264,7 +273,11 @@ pub fn close_enter(ctx: TracePointContext) -> u32 {
     let key = fd_key(id, fd);
     let Some(&sk) = (unsafe { SK_BY_FD.get(&key) }) else { return 0 };
     let _ = SK_BY_FD.remove(&key);
-    let Some(c) = CONNS.get_ptr(&sk) else { return 0 };
+    let Some(c) = CONNS.get_ptr(&sk) else {
+        // Followed (the fd is in SK_BY_FD), yet no state: the full LRU map evicted it.
+        count(counters::CONN_EVICTED);
+        return 0;
+    };
     let c = unsafe { &*c };
     match c.state {
         state::REQUEST_SENT => {

@@ -172,6 +172,7 @@ impl Metrics {
             ("pending_map_full", lost.pending_map_full),
             ("conn_map_full", lost.conn_map_full),
             ("sock_lookup_failed", lost.sock_lookup_failed),
+            ("conn_evicted", lost.conn_evicted),
             ("addr_read_failed", lost.addr_read_failed),
             ("decode_errors", lost.decode_errors),
         ] {
