@@ -11,6 +11,8 @@ use crate::events::Event;
 pub struct Source {
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
+    /// Our loaded programs, for the runs the kernel skipped (`runs_skipped`).
+    programs: Vec<aya::programs::ProgramFd>,
     /// Records userspace could not decode (a version mismatch would show here).
     pub decode_errors: u64,
     pub events: u64,
@@ -34,12 +36,21 @@ pub struct Lost {
     /// closed: its requests after the eviction were not seen (`--map-entries` raises the size).
     #[serde(default)]
     pub conn_evicted: u64,
+    /// Times the kernel skipped one of our programs because another BPF program was already
+    /// running on that CPU (e.g. a drop in a softirq that interrupted a syscall hook): the
+    /// programs' `recursion_misses`, summed. Each may be a missed event.
+    #[serde(default)]
+    pub runs_skipped: u64,
     pub decode_errors: u64,
 }
 
 impl Lost {
     pub fn total_dropped(&self) -> u64 {
-        self.ringbuf_full + self.pending_map_full + self.conn_map_full + self.sock_lookup_failed + self.conn_evicted + self.decode_errors
+        self.ringbuf_full + self.pending_map_full + self.conn_map_full
+            + self.sock_lookup_failed
+            + self.conn_evicted
+            + self.runs_skipped
+            + self.decode_errors
     }
 }
 
@@ -50,7 +61,9 @@ impl Source {
         // SAFETY: the ring buffer owns its map fd and moves into the AsyncFd, so the fd stays open
         // for as long as it is registered.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
-        Ok(Source { ring, counters, decode_errors: 0, events: 0 })
+        // Programs left unloaded (skipped, or not attachable here) have no fd: nothing to count.
+        let programs = ebpf.programs().filter_map(|(_, p)| p.fd().ok()?.try_clone().ok()).collect();
+        Ok(Source { ring, counters, programs, decode_errors: 0, events: 0 })
     }
 
     /// Wait until the ring buffer has data, then hand every record to `f`.
@@ -79,9 +92,21 @@ impl Source {
             addr_read_failed: sum(counters::ADDR_READ_FAILED),
             sock_lookup_failed: sum(counters::SOCK_LOOKUP_FAILED),
             conn_evicted: sum(counters::CONN_EVICTED),
+            runs_skipped: self.programs.iter().map(|p| recursion_misses(p)).sum(),
             decode_errors: self.decode_errors,
         }
     }
+}
+
+/// A program's `recursion_misses` from /proc/self/fdinfo (the kernel counts them per program;
+/// aya's ProgramInfo does not expose them). 0 when unreadable.
+fn recursion_misses(p: &aya::programs::ProgramFd) -> u64 {
+    use std::os::fd::{AsFd, AsRawFd};
+    let path = format!("/proc/self/fdinfo/{}", p.as_fd().as_raw_fd());
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("recursion_misses:")?.trim().parse().ok()))
+        .unwrap_or(0)
 }
 
 /// Decode and hand on every record in the ring; returns (decoded, undecodable).

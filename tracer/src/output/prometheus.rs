@@ -173,6 +173,7 @@ impl Metrics {
             ("conn_map_full", lost.conn_map_full),
             ("sock_lookup_failed", lost.sock_lookup_failed),
             ("conn_evicted", lost.conn_evicted),
+            ("runs_skipped", lost.runs_skipped),
             ("addr_read_failed", lost.addr_read_failed),
             ("decode_errors", lost.decode_errors),
         ] {

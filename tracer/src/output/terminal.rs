@@ -252,7 +252,7 @@ impl<W: Write> Output for Terminal<W> {
             let l = &stats.lost;
             writeln!(
                 self.out,
-                "events: {} decoded, lost {} (ring buffer full {}, pending map full {}, connection map full {}, socket lookup failed {}, evicted from the full connection map {}, undecodable {}), unreadable addresses {}",
+                "events: {} decoded, lost {} (ring buffer full {}, pending map full {}, connection map full {}, socket lookup failed {}, evicted from the full connection map {}, program runs skipped by the kernel {}, undecodable {}), unreadable addresses {}",
                 stats.events,
                 l.total_dropped(),
                 l.ringbuf_full,
@@ -260,6 +260,7 @@ impl<W: Write> Output for Terminal<W> {
                 l.conn_map_full,
                 l.sock_lookup_failed,
                 l.conn_evicted,
+                l.runs_skipped,
                 l.decode_errors,
                 l.addr_read_failed
             )?;
