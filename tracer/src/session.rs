@@ -25,6 +25,10 @@ use tracer_common::request::close;
 const WORKERS_EVERY_NS: u64 = 500_000_000;
 /// How long a listener's owner (found by a /proc scan) is trusted.
 const OWNER_TTL_NS: u64 = 10_000_000_000;
+/// How long the listener serving a target is trusted when only its identity is needed (the
+/// worker list): a unix sock_diag dump walks every unix socket of the host (~40 ms at 200 k
+/// sockets), far too costly to repeat every WORKERS_EVERY_NS.
+const LISTENER_TTL_NS: u64 = 10_000_000_000;
 
 pub struct Session {
     pub env: Env,
@@ -43,6 +47,8 @@ pub struct Session {
     nstat_start: BTreeMap<String, u64>,
     /// When each target's workers were last listed.
     workers_listed: HashMap<Target, u64>,
+    /// Target → its listener (inode) and when that was looked up, for the worker list.
+    serving: HashMap<Target, (Option<crate::listeners::Listener>, u64)>,
     /// Listener inode → owner and when it was looked up: a /proc/*/fd scan, far too costly to
     /// repeat per sample on a host with many fds.
     owners: HashMap<u32, (Option<crate::listeners::Owner>, u64)>,
@@ -76,6 +82,7 @@ impl Session {
             local: HashMap::new(),
             nstat_start,
             workers_listed: HashMap::new(),
+            serving: HashMap::new(),
             owners: HashMap::new(),
             listen_calls: HashMap::new(),
             app_masters: None,
@@ -136,7 +143,18 @@ impl Session {
             return;
         }
         self.workers_listed.insert(target.clone(), now);
-        let Some(l) = self.env.listener_for(target) else { return };
+        let l = match self.serving.get(target) {
+            Some((l, at)) if now.saturating_sub(*at) < LISTENER_TTL_NS => l.clone(),
+            _ => {
+                let l = self.env.listener_for(target);
+                if self.serving.len() > 10_000 {
+                    self.serving.clear();
+                }
+                self.serving.insert(target.clone(), (l.clone(), now));
+                l
+            }
+        };
+        let Some(l) = l else { return };
         let owner = self.owner(l.inode, now);
         if let Some(o) = owner {
             if let Some(m) = self.app_masters.as_mut() {
