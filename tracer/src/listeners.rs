@@ -337,7 +337,8 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(full.pid, std::process::id());
-        assert_eq!(full.sharers, 1, "the child holds it too");
+        // ≥: a child another test spawns in that instant inherits the fd too.
+        assert!(full.sharers >= 1, "the child holds it too: {full:?}");
         assert_eq!(near, full);
         assert_eq!(wrong_fd, full, "a stale (pid, fd) falls back to the scan");
     }

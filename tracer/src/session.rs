@@ -47,11 +47,11 @@ pub struct Session {
     nstat_start: BTreeMap<String, u64>,
     /// When each target's workers were last listed.
     workers_listed: HashMap<Target, u64>,
-    /// Target → its listener (inode) and when that was looked up, for the worker list.
-    serving: HashMap<Target, (Option<crate::listeners::Listener>, u64)>,
-    /// Listener inode → owner and when it was looked up: a /proc/*/fd scan, far too costly to
-    /// repeat per sample on a host with many fds.
-    owners: HashMap<u32, (Option<crate::listeners::Owner>, u64)>,
+    /// Target → its listener (inode), for the worker list.
+    serving: Expiring<Target, Option<crate::listeners::Listener>>,
+    /// Listener inode → owner: a /proc/*/fd scan, far too costly to repeat per sample on a host
+    /// with many fds.
+    owners: Expiring<u32, Option<crate::listeners::Owner>>,
     /// Listener inode → the (pid, fd) seen calling listen() on it: where its owner is looked for
     /// first.
     listen_calls: HashMap<u32, (u32, i32)>,
@@ -82,8 +82,8 @@ impl Session {
             local: HashMap::new(),
             nstat_start,
             workers_listed: HashMap::new(),
-            serving: HashMap::new(),
-            owners: HashMap::new(),
+            serving: Expiring::new(LISTENER_TTL_NS),
+            owners: Expiring::new(OWNER_TTL_NS),
             listen_calls: HashMap::new(),
             app_masters: None,
             source_stats: (0, Lost::default()),
@@ -122,17 +122,8 @@ impl Session {
 
     /// The owner of listener `inode`, looked up again at most every OWNER_TTL_NS.
     fn owner(&mut self, inode: u32, now: u64) -> Option<crate::listeners::Owner> {
-        match self.owners.get(&inode) {
-            Some((o, at)) if now.saturating_sub(*at) < OWNER_TTL_NS => o.clone(),
-            _ => {
-                let o = self.env.owner_of(inode, self.listen_calls.get(&inode).copied());
-                if self.owners.len() > 10_000 {
-                    self.owners.clear();
-                }
-                self.owners.insert(inode, (o.clone(), now));
-                o
-            }
-        }
+        let (env, listen) = (&mut self.env, self.listen_calls.get(&inode).copied());
+        self.owners.get_or_insert_with(inode, now, || env.owner_of(inode, listen))
     }
 
     /// Remember which processes serve `target` (its listener's owner and that owner's
@@ -143,17 +134,8 @@ impl Session {
             return;
         }
         self.workers_listed.insert(target.clone(), now);
-        let l = match self.serving.get(target) {
-            Some((l, at)) if now.saturating_sub(*at) < LISTENER_TTL_NS => l.clone(),
-            _ => {
-                let l = self.env.listener_for(target);
-                if self.serving.len() > 10_000 {
-                    self.serving.clear();
-                }
-                self.serving.insert(target.clone(), (l.clone(), now));
-                l
-            }
-        };
+        let env = &mut self.env;
+        let l = self.serving.get_or_insert_with(target.clone(), now, || env.listener_for(target));
         let Some(l) = l else { return };
         let owner = self.owner(l.inode, now);
         if let Some(o) = owner {
@@ -331,5 +313,57 @@ impl Session {
             node_counters: crate::netstat::delta(&self.nstat_start, &nstat),
         };
         self.out.summary(&targets, &listeners, &stats)
+    }
+}
+
+/// Answers from the host kept for `ttl_ns`; the map is emptied when it reaches 10,000 entries
+/// (a host churning through listeners must not grow it without bound).
+struct Expiring<K, V> {
+    ttl_ns: u64,
+    map: HashMap<K, (V, u64)>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Expiring<K, V> {
+    fn new(ttl_ns: u64) -> Self {
+        Expiring { ttl_ns, map: HashMap::new() }
+    }
+
+    /// The kept answer for `key` if younger than the TTL at `now_ns`, else a fresh one from `ask`.
+    fn get_or_insert_with(&mut self, key: K, now_ns: u64, ask: impl FnOnce() -> V) -> V {
+        if let Some((v, at)) = self.map.get(&key) {
+            if now_ns.saturating_sub(*at) < self.ttl_ns {
+                return v.clone();
+            }
+        }
+        let v = ask();
+        if self.map.len() >= 10_000 {
+            self.map.clear();
+        }
+        self.map.insert(key, (v.clone(), now_ns));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Expiring;
+
+    #[test]
+    fn expiring_answers_are_asked_again_after_their_ttl_and_the_map_stays_bounded() {
+        let mut e: Expiring<u32, u32> = Expiring::new(10);
+        let mut asked = 0;
+        let mut ask = |v| {
+            asked += 1;
+            v
+        };
+        assert_eq!(e.get_or_insert_with(1, 100, || ask(7)), 7);
+        assert_eq!(e.get_or_insert_with(1, 109, || ask(8)), 7, "kept within the TTL");
+        assert_eq!(e.get_or_insert_with(1, 110, || ask(9)), 9, "asked again at the TTL");
+        drop(ask);
+        assert_eq!(asked, 2);
+        for k in 0..25_000 {
+            e.get_or_insert_with(k, 200, || k);
+        }
+        assert!(e.map.len() <= 10_000);
     }
 }
