@@ -208,8 +208,7 @@ fn churn_keeps_maps_and_memory_under_their_caps() {
     for name in ["CONNECTING", "CONNS", "SK_BY_FD", "ACCEPT_QUEUE"] {
         let maps = map_entries(name);
         assert!(!maps.is_empty(), "the daemon has no map {name}");
-        // The fd → connection map is twice the others (see load::SK_BY_FD_FACTOR).
-        let cap = if name == "SK_BY_FD" { 2 * CAP } else { CAP } as u64;
+        let cap = if name == "SK_BY_FD" { tracer_common::SK_BY_FD_FACTOR * CAP } else { CAP } as u64;
         for (n, max) in maps {
             eprintln!("map {name}: {n} entries (max {max})");
             assert!(n <= cap && max == cap, "{name}: {n} entries, max_entries {max}, cap {cap}");

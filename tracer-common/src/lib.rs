@@ -16,6 +16,13 @@ pub use connect::{ConnectEvent, ListenEvent};
 pub use request::{ConnCloseEvent, ExitEvent, ForkEvent, RequestEvent, SignalEvent, StatusEvent};
 pub use tcp::{AcceptEvent, ListenOverflowEvent, TcpAddrs, TcpConnectEvent};
 
+/// Default entries of each per-connection kernel map (`--map-entries` changes it at load time).
+pub const CONN_MAP_ENTRIES: u32 = 65536;
+/// SK_BY_FD (fd → followed connection) has this many times the entries of the other
+/// per-connection maps: it then outlives a connection's state in CONNS, so a close() can tell
+/// that the state was evicted (`counters::CONN_EVICTED`) instead of both vanishing together.
+pub const SK_BY_FD_FACTOR: u32 = 2;
+
 /// Length of a task's `comm` in the kernel (TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;
 

@@ -158,13 +158,7 @@ pub fn preflight() -> anyhow::Result<()> {
 pub const CONNECTION_MAPS: &[&str] =
     &["PENDING_CONNECT", "CONNECTING", "ACCEPT_QUEUE", "CONNS", "SK_BY_FD"];
 
-/// SK_BY_FD (fd → followed connection) has this many times the entries of the others: it then
-/// outlives a connection's state in CONNS, so a close() can tell that state was evicted
-/// (`conn_evicted`) instead of both vanishing together.
-pub const SK_BY_FD_FACTOR: u32 = 2;
-
 /// Load the object, set the filter, attach `probes`.
-
 pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entries: Option<u32>) -> anyhow::Result<Loaded> {
     let start = Instant::now();
     let config = filter.config()?;
@@ -179,7 +173,7 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
     let mut loader = EbpfLoader::new();
     if let Some(n) = map_entries {
         for m in CONNECTION_MAPS {
-            let factor = if *m == "SK_BY_FD" { SK_BY_FD_FACTOR } else { 1 };
+            let factor = if *m == "SK_BY_FD" { tracer_common::SK_BY_FD_FACTOR } else { 1 };
             loader.map_max_entries(m, n.saturating_mul(factor));
         }
     }

@@ -45,12 +45,24 @@ pub struct Lost {
 }
 
 impl Lost {
+    /// Every counter by its name (the Prometheus `reason` label and the JSON key).
+    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+        [
+            ("ringbuf_full", self.ringbuf_full),
+            ("pending_map_full", self.pending_map_full),
+            ("conn_map_full", self.conn_map_full),
+            ("sock_lookup_failed", self.sock_lookup_failed),
+            ("conn_evicted", self.conn_evicted),
+            ("runs_skipped", self.runs_skipped),
+            ("addr_read_failed", self.addr_read_failed),
+            ("decode_errors", self.decode_errors),
+        ]
+    }
+
+    /// Events or connections lost: every counter but `addr_read_failed` (that event was still
+    /// reported, with an empty address).
     pub fn total_dropped(&self) -> u64 {
-        self.ringbuf_full + self.pending_map_full + self.conn_map_full
-            + self.sock_lookup_failed
-            + self.conn_evicted
-            + self.runs_skipped
-            + self.decode_errors
+        self.by_reason().iter().filter(|(r, _)| *r != "addr_read_failed").map(|(_, n)| n).sum()
     }
 }
 

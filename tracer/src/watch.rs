@@ -141,7 +141,8 @@ pub async fn run_live(mut run: LiveRun<'_>) -> anyhow::Result<Session> {
                 if let Some(l) = loaded.logger.as_mut() {
                     l.flush();
                 }
-                let dropped = source.lost().total_dropped();
+                // What the tick just read (a second read would redo every program's fdinfo).
+                let dropped = session.source_stats.1.total_dropped();
                 if dropped > lost_shown {
                     eprintln!("tracer: {dropped} events lost so far (see the final summary)");
                     lost_shown = dropped;

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use tracer_common::{
     counters, kind,
     request::{close, end, how, state},
-    ConnCloseEvent, EventHeader, RequestEvent,
+    ConnCloseEvent, EventHeader, RequestEvent, CONN_MAP_ENTRIES, SK_BY_FD_FACTOR,
 };
 
 use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, now_ns, pid_tgid, submit_flags, traced};
@@ -54,13 +54,12 @@ pub struct Conn {
 }
 
 #[map]
-static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
+static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(CONN_MAP_ENTRIES, LRU_PER_CPU);
 
-/// (tgid << 32 | fd) → struct sock of a followed connection (for close()). Twice the size of
-/// CONNS (userspace keeps the ratio when it resizes them): the entry outlives an evicted CONNS
-/// entry, so close() can count the eviction.
+/// (tgid << 32 | fd) → struct sock of a followed connection (for close()); SK_BY_FD_FACTOR times
+/// the size of CONNS, so a close() can count an evicted connection.
 #[map]
-static SK_BY_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(2 * 65536, LRU_PER_CPU);
+static SK_BY_FD: LruHashMap<u64, u64> = LruHashMap::with_max_entries(SK_BY_FD_FACTOR * CONN_MAP_ENTRIES, LRU_PER_CPU);
 
 #[inline(always)]
 fn fd_key(pid_tgid: u64, fd: i32) -> u64 {

@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    counters, kind, tcp::outcome, AcceptEvent, EventHeader, ListenOverflowEvent, TcpAddrs, TcpConnectEvent,
+    counters, kind, tcp::outcome, AcceptEvent, EventHeader, ListenOverflowEvent, TcpAddrs, TcpConnectEvent, CONN_MAP_ENTRIES,
 };
 
 use crate::layout::{layout, stream_sock_of_fd};
@@ -47,7 +47,7 @@ pub struct Connecting {
 }
 
 #[map]
-static CONNECTING: LruHashMap<u64, Connecting> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
+static CONNECTING: LruHashMap<u64, Connecting> = LruHashMap::with_max_entries(CONN_MAP_ENTRIES, LRU_PER_CPU);
 
 /// An established connection waiting in its listener's accept queue.
 #[repr(C)]
@@ -58,7 +58,7 @@ pub struct Queued {
 
 /// Queued (established, not yet accepted) connections by their struct sock.
 #[map]
-static ACCEPT_QUEUE: LruHashMap<u64, Queued> = LruHashMap::with_max_entries(65536, LRU_PER_CPU);
+static ACCEPT_QUEUE: LruHashMap<u64, Queued> = LruHashMap::with_max_entries(CONN_MAP_ENTRIES, LRU_PER_CPU);
 
 /// The addresses of a TCP socket, read from its struct sock_common (what inet_sock_set_state's
 /// record would carry, read only for the transitions that need it).

@@ -167,16 +167,7 @@ impl Metrics {
             self.events.inc_by(events - *last);
             *last = *events;
         }
-        for (reason, n) in [
-            ("ringbuf_full", lost.ringbuf_full),
-            ("pending_map_full", lost.pending_map_full),
-            ("conn_map_full", lost.conn_map_full),
-            ("sock_lookup_failed", lost.sock_lookup_failed),
-            ("conn_evicted", lost.conn_evicted),
-            ("runs_skipped", lost.runs_skipped),
-            ("addr_read_failed", lost.addr_read_failed),
-            ("decode_errors", lost.decode_errors),
-        ] {
+        for (reason, n) in lost.by_reason() {
             Self::to_total(seen, "lost", &self.lost, vec![("reason", reason.into())], n);
         }
         for p in &s.probes {
