@@ -21,3 +21,11 @@ pub const SKC_RCV_SADDR: usize = 4;
 pub const SKC_NUM: usize = 14;
 pub const SKC_FAMILY: usize = 16;
 pub const SKC_STATE: usize = 18;
+
+pub const TCP_ESTABLISHED: u8 = 1;
+
+/// sock_common.skc_state of a TCP socket (0 if the read fails).
+#[inline(always)]
+pub fn tcp_state(sk: u64) -> u8 {
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((sk as *const u8).add(SKC_STATE)) }.unwrap_or(0)
+}

@@ -226,6 +226,14 @@ impl Session {
                     samples.push((target, r.first_byte_ns.saturating_sub(r.start_ns), r.last_byte_ns.saturating_sub(r.start_ns)));
                 }
             }
+            Event::ConnClose(e) if e.class == close::UNUSED => {
+                // A TCP connect already counted as established that the proxy gave up on.
+                let Some(Target::Inet(remote)) = self.requests.target_of(e.hdr.pid, e.fd).cloned() else { return Ok(()) };
+                let local = self.local_listener(remote).is_some();
+                self.tcp.record_given_up_late(remote, local);
+                let target = Some(Target::Inet(remote));
+                self.correlator.cause(Cause { ts_ns: e.hdr.ts_ns, pid: e.hdr.pid, kind: CauseKind::ConnectTimeout, target, age_ns: e.idle_ns, idle_ns: 0 });
+            }
             Event::ConnClose(e) => {
                 let kind = match e.class {
                     close::PREMATURE => Some(CauseKind::Premature),

@@ -29,7 +29,7 @@ use tracer_common::{
 use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, now_ns, pid_tgid, submit_flags, traced};
 
 use crate::layout::stream_sock_of_fd;
-use crate::net::{ECONNRESET, EPIPE, SYSCALL_ARG0};
+use crate::net::{tcp_state, AF_UNIX, ECONNRESET, EPIPE, SYSCALL_ARG0, TCP_ESTABLISHED};
 const MSG_PEEK: i32 = 2;
 const EINPROGRESS: i64 = -115;
 /// A peer EOF this long after the last response byte closed an idle keep-alive connection;
@@ -283,6 +283,11 @@ pub fn close_enter(ctx: TracePointContext) -> u32 {
             emit_close(c, sk, close::PROXY_ABORT, how::LOCAL, now_ns().saturating_sub(c.start_ns), c.idle_before_ns)
         }
         state::RESPONDING => emit_request(c, sk, end::LOCAL_CLOSE),
+        // Never used. Still in SYN_SENT, it is reported by tcp_set_state as abandoned; already
+        // ESTABLISHED, only this close shows that the proxy gave up on it.
+        state::IDLE if c.seq == 0 && c.family != AF_UNIX && tcp_state(sk) == TCP_ESTABLISHED => {
+            emit_close(c, sk, close::UNUSED, how::LOCAL, 0, now_ns().saturating_sub(c.start_ns))
+        }
         _ => {}
     }
     let _ = CONNS.remove(&sk);

@@ -24,7 +24,7 @@ use tracer_common::{
 use crate::layout::{layout, stream_sock_of_fd};
 use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
-use crate::net::{AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SKC_STATE, SYSCALL_RET};
+use crate::net::{AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SYSCALL_RET, tcp_state};
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
@@ -215,7 +215,7 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     }
     let base = sk as *const u8;
     // Only drops at a listening socket are accept-queue overflows.
-    if unsafe { bpf_probe_read_kernel(base.add(SKC_STATE)) }.unwrap_or(0u8) != TCP_LISTEN {
+    if tcp_state(sk) != TCP_LISTEN {
         return 0;
     }
     let (port, family, addr4) = unsafe {

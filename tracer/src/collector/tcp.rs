@@ -22,19 +22,22 @@ pub struct TcpTarget {
     pub established: u64,
     /// RST in SYN_SENT: nothing listening.
     pub refused: u64,
-    /// Closed while still in SYN_SENT: the caller gave up (proxy_connect_timeout) or SYN retries
-    /// ran out.
+    /// The caller gave up on the connect (proxy_connect_timeout) or SYN retries ran out: closed
+    /// in SYN_SENT, or closed unused just as it became ESTABLISHED (see `late`).
     pub abandoned: u64,
+    /// Of `abandoned`: the handshake completed, but the caller closed it without sending a byte
+    /// (its connect timer fired in the same instant). Counted in `latency_ns`, not `established`.
+    pub late: u64,
     pub syn_retransmits: u64,
     /// Attempts that needed at least one SYN retransmit (≥ 1 s on Linux).
     pub delayed: u64,
-    /// SYN_SENT→ESTABLISHED, established attempts only.
+    /// SYN_SENT→ESTABLISHED, every attempt that got there (`established` + `late`).
     pub latency_ns: Histogram<u64>,
 }
 
 impl TcpTarget {
     fn new() -> TcpTarget {
-        TcpTarget { attempts: 0, established: 0, refused: 0, abandoned: 0, syn_retransmits: 0, delayed: 0, latency_ns: histogram() }
+        TcpTarget { attempts: 0, established: 0, refused: 0, abandoned: 0, late: 0, syn_retransmits: 0, delayed: 0, latency_ns: histogram() }
     }
 
     fn record(&mut self, c: &TcpConnect) {
@@ -51,6 +54,13 @@ impl TcpTarget {
             outcome::REFUSED => self.refused += 1,
             _ => self.abandoned += 1,
         }
+    }
+
+    /// An attempt recorded as established was closed unused: the caller had given up on it.
+    fn given_up_late(&mut self) {
+        self.established = self.established.saturating_sub(1);
+        self.abandoned += 1;
+        self.late += 1;
     }
 }
 
@@ -154,6 +164,18 @@ impl TcpStats {
         }
     }
 
+    /// A connect recorded as established to `remote` was closed unused (`close::UNUSED`): it
+    /// becomes abandoned. Its last SYN was answered, so no SYN drop is added.
+    pub fn record_given_up_late(&mut self, remote: SocketAddr, local_listener: bool) {
+        if let Some(t) = self.targets.get_mut(&remote) {
+            t.given_up_late();
+        }
+        if let Some(l) = self.listeners.get_mut(&key_of(&remote)).filter(|_| local_listener) {
+            l.connects.given_up_late();
+            l.dirty = true;
+        }
+    }
+
     pub fn record_ack_drop(&mut self, key: ListenerKey) {
         if let Some(l) = self.listener(key) {
             l.ack_drops += 1;
@@ -231,6 +253,21 @@ mod tests {
         assert_eq!((t.attempts, t.established, t.syn_retransmits), (3, 2, 3));
         assert_eq!(s.targets[&"127.0.0.1:18001".parse().unwrap()].refused, 1);
         assert!(!s.listeners.contains_key(&(false, 18001)), "remote targets are not listeners");
+    }
+
+    #[test]
+    fn an_established_connect_closed_unused_was_given_up() {
+        let mut s = TcpStats::new(16);
+        let remote: SocketAddr = "127.0.0.1:18000".parse().unwrap();
+        s.record_connect(&attempt(18000, outcome::ESTABLISHED, 1), true);
+        s.record_connect(&attempt(18000, outcome::ESTABLISHED, 1), true);
+        s.record_given_up_late(remote, true);
+        let l = &s.listeners[&(false, 18000)];
+        assert_eq!((l.connects.established, l.connects.abandoned, l.connects.late), (1, 1, 1));
+        assert_eq!(l.syn_drops, 2, "the retransmitted SYNs were answered: only the first ones were dropped");
+        assert_eq!(l.connects.latency_ns.len(), 2, "its connect latency is still a measured handshake");
+        let t = &s.targets[&remote];
+        assert_eq!((t.attempts, t.established, t.abandoned, t.late), (2, 1, 1, 1));
     }
 
     #[test]

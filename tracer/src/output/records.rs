@@ -279,12 +279,16 @@ pub struct TcpSummary {
     pub established: u64,
     /// RST in SYN_SENT (nothing listening).
     pub refused: u64,
-    /// Closed in SYN_SENT: the caller gave up (connect timeout) or SYN retries ran out.
+    /// The caller gave up (connect timeout) or SYN retries ran out: closed in SYN_SENT, or
+    /// closed unused as the handshake completed (`abandoned_late`).
     pub abandoned: u64,
+    /// Of `abandoned`: established in the kernel as the caller's connect timer fired; closed
+    /// before a byte was sent.
+    pub abandoned_late: u64,
     pub syn_retransmits: u64,
     /// Attempts that needed ≥ 1 SYN retransmit (≥ 1 s).
     pub delayed_connects: u64,
-    /// SYN_SENT→ESTABLISHED.
+    /// SYN_SENT→ESTABLISHED (established and abandoned_late attempts).
     pub connect_latency_p50_us: f64,
     pub connect_latency_p99_us: f64,
     pub connect_latency_max_us: f64,
@@ -297,6 +301,7 @@ impl TcpSummary {
             established: t.established,
             refused: t.refused,
             abandoned: t.abandoned,
+            abandoned_late: t.late,
             syn_retransmits: t.syn_retransmits,
             delayed_connects: t.delayed,
             connect_latency_p50_us: us(t.latency_ns.value_at_quantile(0.5)),

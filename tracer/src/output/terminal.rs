@@ -80,7 +80,11 @@ fn tcp_text(t: &TcpSummary) -> String {
         s.push_str(&format!(", {} delayed ≥1s", t.delayed_connects));
     }
     if t.abandoned > 0 {
-        s.push_str(&format!(", {} abandoned in SYN_SENT (connect timeout)", t.abandoned));
+        s.push_str(&format!(", {} abandoned (connect timeout", t.abandoned));
+        if t.abandoned_late > 0 {
+            s.push_str(&format!("; {} just as the handshake completed", t.abandoned_late));
+        }
+        s.push(')');
     }
     if t.refused > 0 {
         s.push_str(&format!(", {} refused", t.refused));
