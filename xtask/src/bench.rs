@@ -29,6 +29,8 @@ pub struct Plan {
     pub load_secs: f64,
     /// Interleaved repetitions of (untraced, tracer, bpftrace) per configuration.
     pub reps: usize,
+    /// Repetitions of the breakdown's variants (phase 1b) per configuration.
+    pub breakdown_reps: usize,
     pub warmup_secs: f64,
     /// (ring buffer KiB, offered socket events/s; None = as fast as possible) per throughput cell.
     pub throughput_cells: Vec<(u32, Option<u64>)>,
@@ -45,6 +47,7 @@ impl Plan {
                 run_secs: 1.0,
                 load_secs: 1.0,
                 reps: 1,
+                breakdown_reps: 1,
                 warmup_secs: 0.0,
                 throughput_cells: vec![(16, None), (4096, None)],
                 pairs: 2,
@@ -63,16 +66,17 @@ impl Plan {
             load_secs: 3.0,
             // Runs drift within a repetition (a run late in one is slower: 7301 → 6549 req/s
             // for the same untraced stack over one breakdown repetition). The order rotates per
-            // repetition, so this count is a multiple of the 3 modes of phase 1 and equal to the
-            // 6 variants of phase 1b: every mode and variant sits in every position equally often.
+            // repetition, so these counts are multiples of the 3 modes of phase 1 and of the 7
+            // variants of phase 1b: every mode and variant sits in every position equally often.
             reps: 6,
+            breakdown_reps: 7,
             warmup_secs: 2.0,
             throughput_cells: cells,
             pairs: 2,
             conn_levels: vec![1_000, 10_000, 100_000],
         };
         assert!(
-            plan.reps % overhead::MODES.len() == 0 && plan.reps % breakdown::VARIANTS.len() == 0,
+            plan.reps % overhead::MODES.len() == 0 && plan.breakdown_reps % breakdown::VARIANTS.len() == 0,
             "repetitions must balance the rotation of modes and variants"
         );
         plan

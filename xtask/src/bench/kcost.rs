@@ -22,18 +22,29 @@ pub struct Workload {
     pub secs: f64,
     /// IRQ-work interrupts (ring-buffer wake-ups) per second during the workload.
     pub irq_work_per_sec: f64,
+    /// nginx workloads: requests wrk completed, and the machine's busy CPU seconds meanwhile (to
+    /// put all programs' time per request beside what a request costs the machine).
+    pub requests: Option<(u64, f64)>,
 }
 
 pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<Workload>> {
     let _stats = BpfStats::enable()?;
     let mut out = Vec::new();
-    for config in [Config { unix: false, keepalive: false }, Config { unix: true, keepalive: true }] {
+    for config in [
+        Config { unix: false, keepalive: false },
+        Config { unix: true, keepalive: false },
+        Config { unix: true, keepalive: true },
+    ] {
         check_interrupt()?;
         let stack = Stack::start(config)?;
         let t = TracerRun::start(&ctx.tracer, &["--comm", "nginx"], stack.scratch.path("tracer.jsonl"))?;
         let iwi = tools::irq_work_interrupts();
-        tools::wrk(&stack.nginx.url(), plan.run_secs, WRK_THREADS, WRK_CONNS)?;
-        out.push(measure(ctx, format!("nginx, {}", config.label()), t, plan.run_secs, iwi)?);
+        let busy = tools::machine_busy_secs();
+        let w = tools::wrk(&stack.nginx.url(), plan.run_secs, WRK_THREADS, WRK_CONNS)?;
+        let busy = tools::machine_busy_secs() - busy;
+        let mut workload = measure(ctx, format!("nginx, {}", config.label()), t, plan.run_secs, iwi)?;
+        workload.requests = Some((w.requests, busy));
+        out.push(workload);
     }
     check_interrupt()?;
     let scratch = Scratch::new("bench-kcost");
@@ -60,5 +71,5 @@ fn measure(ctx: &Ctx, name: String, t: TracerRun, secs: f64, iwi_before: u64) ->
         .map(|(n, runs, ns)| format!("{n} {:.0} ns × {runs}", *ns as f64 / (*runs).max(1) as f64))
         .collect();
     ctx.progress(format!("  {name}: {}; {irq_work_per_sec:.0} IRQ-work interrupts/s", hot.join(", ")));
-    Ok(Workload { name, progs, secs, irq_work_per_sec })
+    Ok(Workload { name, progs, secs, irq_work_per_sec, requests: None })
 }

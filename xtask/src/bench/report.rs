@@ -20,6 +20,7 @@ pub struct Report {
     smoke: bool,
     run_secs: f64,
     reps: usize,
+    breakdown_reps: usize,
     pairs: usize,
     load_secs: f64,
     pub overhead: Vec<ConfigResult>,
@@ -46,6 +47,7 @@ impl Report {
             smoke: p.smoke,
             run_secs: p.run_secs,
             reps: p.reps,
+            breakdown_reps: p.breakdown_reps,
             pairs: p.pairs,
             load_secs: p.load_secs,
             overhead: Vec::new(),
@@ -144,8 +146,15 @@ impl Report {
                 .breakdown
                 .iter()
                 .map(|b| {
+                    use super::breakdown::{FULL, HOOKS_ONLY, SYSCALL_TAX};
                     let r = b.ratios();
-                    format!("{}: {:.3} with every program, {:.3} with every program returning at once", b.config.label(), r[1], r[2])
+                    format!(
+                        "{}: {:.3} with every program, {:.3} with every program returning at once, {:.3} with only the syscall slow path on",
+                        b.config.label(),
+                        r[FULL],
+                        r[HOOKS_ONLY],
+                        r[SYSCALL_TAX]
+                    )
                 })
                 .collect();
             out.push(format!("Hook points alone (section 1b): {}.", floors.join("; ")));
@@ -174,6 +183,20 @@ impl Report {
                     (worst > 300.0).then(|| format!("{name} {worst:.0} ns"))
                 })
                 .collect();
+            let shares: Vec<String> = self
+                .kcost
+                .iter()
+                .filter_map(|w| {
+                    let (requests, busy) = w.requests?;
+                    let ns: u64 = w.progs.iter().map(|p| p.2).sum();
+                    (requests > 0 && busy > 0.0).then(|| {
+                        format!("{} {:.1} µs ({:.1} % of the machine's CPU per request)", w.name, ns as f64 / requests as f64 / 1e3, 100.0 * ns as f64 / (busy * 1e9))
+                    })
+                })
+                .collect();
+            if !shares.is_empty() {
+                out.push(format!("All programs together, per proxied request: {}.", shares.join("; ")));
+            }
             out.push(if over.is_empty() {
                 "Kernel time (goal ≤ 300 ns per run on the hot programs): every hot program within the goal.".into()
             } else {
@@ -213,26 +236,28 @@ impl Report {
         for (i, v) in VARIANTS.iter().enumerate() {
             write!(s, "| {} |", v.label)?;
             for r in &ratios {
-                // The gain is measured against the full program set (row 1); row 2 (hooks only)
-                // is a floor, not a family left out.
-                let gain = if i >= 3 { format!("{:+.3}", r[i] - r[1]) } else { "".into() };
+                // The gain is measured against the full program set; the floors (hooks only,
+                // the syscall slow path) are not a family left out.
+                let gain = if v.leaves_out { format!("{:+.3}", r[i] - r[super::breakdown::FULL]) } else { "".into() };
                 write!(s, " {:.3} | {gain} |", r[i])?;
             }
             writeln!(s)?;
         }
         for (b, r) in self.breakdown.iter().zip(&ratios) {
+            use super::breakdown::{FULL, HOOKS_ONLY, SYSCALL_TAX};
             writeln!(
                 s,
-                "\n{}: the tracer costs {:.1} % of the untraced req/s; with every program returning at once it still costs {:.1} %: that part is the tracepoints themselves (dispatch, the syscall slow path every syscall takes while a syscall tracepoint is on), which no program change removes.",
+                "\n{}: the tracer costs {:.1} % of the untraced req/s; with every program returning at once it still costs {:.1} %: that part is the tracepoints themselves (dispatch, the syscall slow path every syscall takes while a syscall tracepoint is on), which no program change removes. With only the syscall slow path on (one bpftrace probe on a syscall nothing calls) the stack kept {:.3} of its untraced req/s.",
                 b.config.label(),
-                (1.0 - r[1]) * 100.0,
-                (1.0 - r[2]) * 100.0
+                (1.0 - r[FULL]) * 100.0,
+                (1.0 - r[HOOKS_ONLY]) * 100.0,
+                r[SYSCALL_TAX]
             )?;
         }
         writeln!(
             s,
-            "\nHow: the phase-1 stack without upstream keep-alive (a new upstream connection per request, so every hook fires on every request), run untraced, with the tracer's full program set, with every program attached but returning at its first instruction (`TRACER_HOOKS_ONLY=1`), and with one family of programs left out (`TRACER_SKIP_PROGRAMS=…`), in an order that rotates per repetition so that each variant takes every position once; {} repetitions of {} s, medians of each run ÷ the untraced run of its repetition. The process hooks (signals, exits, forks) fire a few times per second and are not broken out. Differences of about 0.02 are within the run-to-run noise of this machine.\n",
-            self.reps, self.run_secs
+            "\nHow: the phase-1 stack without upstream keep-alive (a new upstream connection per request, so every hook fires on every request), run untraced, with the tracer's full program set, with every program attached but returning at its first instruction (`TRACER_HOOKS_ONLY=1`), with no tracer and a bpftrace probe on `sys_enter_acct`/`sys_exit_acct` (a syscall nothing calls: what remains is the slow path every syscall takes while any syscall tracepoint is enabled), and with one family of programs left out (`TRACER_SKIP_PROGRAMS=…`), in an order that rotates per repetition so that each variant takes every position once; {} repetitions of {} s, medians of each run ÷ the untraced run of its repetition. The process hooks (signals, exits, forks) fire a few times per second and are not broken out. Differences of about 0.02 are within the run-to-run noise of this machine.\n",
+            self.breakdown_reps, self.run_secs
         )
     }
 
@@ -408,6 +433,28 @@ impl Report {
             write!(s, " {:.0} |", w.irq_work_per_sec)?;
         }
         writeln!(s)?;
+        // All programs together per proxied request, against the machine's busy CPU per request.
+        let per_request = |w: &Workload| {
+            let (requests, busy_secs) = w.requests?;
+            let total_ns: u64 = w.progs.iter().map(|p| p.2).sum();
+            (requests > 0).then(|| (total_ns as f64 / requests as f64, busy_secs * 1e9 / requests as f64))
+        };
+        write!(s, "| *all programs, per proxied request* |")?;
+        for w in &self.kcost {
+            match per_request(w) {
+                Some((prog_ns, _)) => write!(s, " {:.1} µs |", prog_ns / 1e3)?,
+                None => write!(s, " – |")?,
+            }
+        }
+        writeln!(s)?;
+        write!(s, "| *machine busy CPU per request (share in the programs)* |")?;
+        for w in &self.kcost {
+            match per_request(w) {
+                Some((prog_ns, busy_ns)) => write!(s, " {:.0} µs ({:.1} %) |", busy_ns / 1e3, 100.0 * prog_ns / busy_ns.max(1.0))?,
+                None => write!(s, " – |")?,
+            }
+        }
+        writeln!(s)?;
         writeln!(
             s,
             "\nns per run (runs per second). Hot programs in bold; the slowest hot one (with ≥ 1000 runs) is {:.0} ns ({}), goal ≤ 300 ns.\n",
@@ -415,7 +462,7 @@ impl Report {
         )?;
         writeln!(
             s,
-            "How: `sysctl -w kernel.bpf_stats_enabled=1` for this phase only (restored after), a fresh tracer per workload (nginx as in phase 1 for {} s, in two configurations, then the ping-pong of phase 2 at full speed for {} s), and `bpftool prog show --json` read while the tracer still runs: `run_time_ns / run_cnt` for the program ids the tracer's own fds hold (/proc/PID/fdinfo). A program attached to several tracepoints (`accept_exit` on accept and accept4) is one line. Runs include the early exits for processes the filter rejects (e.g. `sock_send` fires on every send of every process, `status_line` on every writev), as in production.\n",
+            "How: `sysctl -w kernel.bpf_stats_enabled=1` for this phase only (restored after), a fresh tracer per workload (nginx as in phase 1 for {} s, in three configurations, then the ping-pong of phase 2 at full speed for {} s), and `bpftool prog show --json` read while the tracer still runs: `run_time_ns / run_cnt` for the program ids the tracer's own fds hold (/proc/PID/fdinfo). A program attached to several tracepoints (`accept_exit` on accept and accept4) is one line. \"All programs, per proxied request\" is the sum of every program's run time ÷ the requests wrk completed; the machine's busy CPU (/proc/stat, all CPUs, not idle or iowait) over the same requests says what share of the work that is (bpf_stats' own clock reads included). Runs include the early exits for processes the filter rejects (e.g. `sock_send` fires on every send of every process, `status_line` on every writev), as in production.\n",
             self.run_secs,
             self.load_secs
         )

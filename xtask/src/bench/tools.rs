@@ -356,6 +356,19 @@ pub fn irq_work_interrupts() -> u64 {
         .unwrap_or(0)
 }
 
+/// Busy CPU time of the whole machine so far (all CPUs, /proc/stat: everything but idle and
+/// iowait), in seconds.
+pub fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0.0 };
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let f: Vec<u64> = cpu.split_whitespace().skip(1).take(8).filter_map(|v| v.parse().ok()).collect();
+    let busy: u64 = f.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    busy as f64 / hz
+}
+
 /// CPU time (user + system, all threads) a process has used so far, in seconds.
 pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
