@@ -68,9 +68,10 @@ pub mod close {
     /// The proxy closed the connection while a request was outstanding: it gave up (timeout).
     pub const PROXY_ABORT: u32 = 4;
     /// The proxy closed an ESTABLISHED TCP connection it had never sent a byte on. nginx does
-    /// that only when its connect timer fires in the same instant the handshake completes (a
-    /// SYN retransmitted after 1 s against proxy_connect_timeout 1s): it never saw the connect
-    /// succeed and logs "timed out … while connecting". The connect was given up, not used.
+    /// that when its connect timer fires in the same instant the handshake completes (a SYN
+    /// retransmitted after 1 s against proxy_connect_timeout 1s): it never saw the connect
+    /// succeed and logs "timed out … while connecting". (Or when its client left meanwhile:
+    /// then no 504 follows.) Either way the connect was given up, not used.
     pub const UNUSED: u32 = 5;
 }
 

@@ -22,10 +22,16 @@ pub const SKC_NUM: usize = 14;
 pub const SKC_FAMILY: usize = 16;
 pub const SKC_STATE: usize = 18;
 
-pub const TCP_ESTABLISHED: u8 = 1;
+// TCP states (include/net/tcp_states.h), as the tracepoints pass them.
+pub const TCP_ESTABLISHED: i32 = 1;
+pub const TCP_SYN_SENT: i32 = 2;
+pub const TCP_SYN_RECV: i32 = 3;
+pub const TCP_CLOSE: i32 = 7;
+pub const TCP_LISTEN: i32 = 10;
 
-/// sock_common.skc_state of a TCP socket (0 if the read fails).
+/// sock_common.skc_state of a socket (0 if the read fails).
 #[inline(always)]
-pub fn tcp_state(sk: u64) -> u8 {
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((sk as *const u8).add(SKC_STATE)) }.unwrap_or(0)
+pub fn tcp_state(sk: u64) -> i32 {
+    let state: u8 = unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((sk as *const u8).add(SKC_STATE)) }.unwrap_or(0);
+    state as i32
 }

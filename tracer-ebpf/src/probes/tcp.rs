@@ -24,11 +24,10 @@ use tracer_common::{
 use crate::layout::{layout, stream_sock_of_fd};
 use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
 
-use crate::net::{AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SYSCALL_RET, tcp_state};
-const TCP_ESTABLISHED: i32 = 1;
-const TCP_SYN_SENT: i32 = 2;
-const TCP_SYN_RECV: i32 = 3;
-const TCP_CLOSE: i32 = 7;
+use crate::net::{
+    tcp_state, AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SYSCALL_RET, TCP_CLOSE,
+    TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
+};
 
 /// skb_drop_reason values of TCP_LISTEN_OVERFLOW and NO_SOCKET, read by userspace from the
 /// tracepoint's format (they differ between kernels) and set at load time; 0 = unknown.
@@ -196,7 +195,6 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 // skb:kfree_skb offsets.
 const KF_RX_SK: usize = 24;
 const KF_REASON: usize = 36;
-const TCP_LISTEN: u8 = 10;
 
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
