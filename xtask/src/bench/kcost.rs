@@ -27,6 +27,15 @@ pub struct Workload {
     pub requests: Option<(u64, f64)>,
 }
 
+impl Workload {
+    /// (all programs' ns, the machine's busy ns) per proxied request; None without wrk requests.
+    pub fn per_request(&self) -> Option<(f64, f64)> {
+        let (requests, busy_secs) = self.requests?;
+        let total_ns: u64 = self.progs.iter().map(|p| p.2).sum();
+        (requests > 0).then(|| (total_ns as f64 / requests as f64, busy_secs * 1e9 / requests as f64))
+    }
+}
+
 pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<Workload>> {
     let _stats = BpfStats::enable()?;
     let mut out = Vec::new();

@@ -187,10 +187,9 @@ impl Report {
                 .kcost
                 .iter()
                 .filter_map(|w| {
-                    let (requests, busy) = w.requests?;
-                    let ns: u64 = w.progs.iter().map(|p| p.2).sum();
-                    (requests > 0 && busy > 0.0).then(|| {
-                        format!("{} {:.1} µs ({:.1} % of the machine's CPU per request)", w.name, ns as f64 / requests as f64 / 1e3, 100.0 * ns as f64 / (busy * 1e9))
+                    let (prog_ns, busy_ns) = w.per_request()?;
+                    (busy_ns > 0.0).then(|| {
+                        format!("{} {:.1} µs ({:.1} % of the machine's CPU per request)", w.name, prog_ns / 1e3, 100.0 * prog_ns / busy_ns)
                     })
                 })
                 .collect();
@@ -434,14 +433,9 @@ impl Report {
         }
         writeln!(s)?;
         // All programs together per proxied request, against the machine's busy CPU per request.
-        let per_request = |w: &Workload| {
-            let (requests, busy_secs) = w.requests?;
-            let total_ns: u64 = w.progs.iter().map(|p| p.2).sum();
-            (requests > 0).then(|| (total_ns as f64 / requests as f64, busy_secs * 1e9 / requests as f64))
-        };
         write!(s, "| *all programs, per proxied request* |")?;
         for w in &self.kcost {
-            match per_request(w) {
+            match w.per_request() {
                 Some((prog_ns, _)) => write!(s, " {:.1} µs |", prog_ns / 1e3)?,
                 None => write!(s, " – |")?,
             }
@@ -449,7 +443,7 @@ impl Report {
         writeln!(s)?;
         write!(s, "| *machine busy CPU per request (share in the programs)* |")?;
         for w in &self.kcost {
-            match per_request(w) {
+            match w.per_request() {
                 Some((prog_ns, busy_ns)) => write!(s, " {:.0} µs ({:.1} %) |", busy_ns / 1e3, 100.0 * prog_ns / busy_ns.max(1.0))?,
                 None => write!(s, " – |")?,
             }

@@ -296,9 +296,7 @@ pub fn foreign_cpu_secs() -> f64 {
         }
         false
     };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    procs.iter().filter(|(pid, (_, _, kthread))| !kthread && !ours(**pid)).map(|(_, (_, t, _))| *t).sum::<u64>() as f64 / hz
+    ticks_to_secs(procs.iter().filter(|(pid, (_, _, kthread))| !kthread && !ours(**pid)).map(|(_, (_, t, _))| *t).sum())
 }
 
 /// Tracepoint programs loaded right now (outside a traced run these are someone else's, and
@@ -356,6 +354,13 @@ pub fn irq_work_interrupts() -> u64 {
         .unwrap_or(0)
 }
 
+/// Clock ticks (the unit of /proc/stat and /proc/PID/stat times) in seconds.
+fn ticks_to_secs(ticks: u64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
 /// Busy CPU time of the whole machine so far (all CPUs, /proc/stat: everything but idle and
 /// iowait), in seconds.
 pub fn machine_busy_secs() -> f64 {
@@ -364,9 +369,7 @@ pub fn machine_busy_secs() -> f64 {
     // user nice system idle iowait irq softirq steal (guest time is already in user).
     let f: Vec<u64> = cpu.split_whitespace().skip(1).take(8).filter_map(|v| v.parse().ok()).collect();
     let busy: u64 = f.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    busy as f64 / hz
+    ticks_to_secs(busy)
 }
 
 /// CPU time (user + system, all threads) a process has used so far, in seconds.
@@ -375,9 +378,7 @@ pub fn cpu_secs(pid: u32) -> f64 {
     // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or("");
     let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    f.iter().sum::<u64>() as f64 / hz
+    ticks_to_secs(f.iter().sum())
 }
 
 /// (VmRSS, VmHWM) of a process in KiB.
