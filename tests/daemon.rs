@@ -103,7 +103,9 @@ fn sigterm_detaches_and_traffic_is_untouched_even_by_a_crash() {
     let _serial = exclusive();
     let scratch = Scratch::new("daemon-life");
     let sock = scratch.path("app.sock");
-    let _g = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), workers: 2, app_sleep: 0.0, backlog: 512, ..Default::default() }).unwrap();
+    let _g =
+        Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), workers: 2, app_sleep: 0.0, backlog: 512, ..Default::default() })
+            .unwrap();
     let upstream = format!("unix:{}:", sock.display());
     let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &upstream, ..Default::default() }).unwrap();
     let before = our_programs();

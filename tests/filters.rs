@@ -42,7 +42,10 @@ fn comm_filter_counts_only_that_name() {
     let tracer = Tracer::watch(TRACER, &["--comm", "python3"]).unwrap();
     connect_n(&path, 4, None);
     // Same path from another program name: not counted.
-    let _ = Command::new("sh").arg("-c").arg(format!("exec perl -MSocket -e 'socket(S,PF_UNIX,SOCK_STREAM,0); connect(S, pack_sockaddr_un(\"{path}\"))'")).status();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec perl -MSocket -e 'socket(S,PF_UNIX,SOCK_STREAM,0); connect(S, pack_sockaddr_un(\"{path}\"))'"))
+        .status();
     let records = tracer.stop().unwrap();
     let t = final_target(&records, &format!("unix:{path}"));
     assert_eq!(errno_count(t, "ENOENT"), 4, "{t:?}");

@@ -28,8 +28,7 @@ fn overflow_run(name: &str, host: &str, n: u32, app_sleep: f64, location_extra: 
     let scratch = Scratch::new(name);
     let port = free_port();
     let bind = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    let gunicorn =
-        Gunicorn::start(&GunicornOpts { bind: bind.clone(), backlog: 8, app_sleep, ..Default::default() }).expect("gunicorn starts");
+    let gunicorn = Gunicorn::start(&GunicornOpts { bind: bind.clone(), backlog: 8, app_sleep, ..Default::default() }).expect("gunicorn starts");
     let nginx = Nginx::start(&scratch, &NginxOpts { upstream: &bind, location_extra, ..Default::default() }).expect("nginx starts");
     let pid = nginx.master_pid().to_string();
     let tracer = Tracer::watch(TRACER, &["--pid", &pid, "--connections", "--interval", "1s"]).expect("tracer attaches");
@@ -115,7 +114,8 @@ fn connect_timeouts_are_blamed_on_the_full_queue() {
     let statuses = run.nginx.statuses();
     let failed = statuses.get(&504).copied().unwrap_or(0) + statuses.get(&502).copied().unwrap_or(0);
     let timeouts = run.nginx.error_lines("upstream timed out (110: Connection timed out) while connecting to upstream");
-    let l = run.records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && u(&r["connects"]["attempts"]) > 0).expect("listener record");
+    let l =
+        run.records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && u(&r["connects"]["attempts"]) > 0).expect("listener record");
     eprintln!("statuses {statuses:?}, error-log connect timeouts {timeouts}, listener {l}");
     assert!(failed > 0, "the scenario must time out some connects");
     assert_eq!(u(&l["connects"]["abandoned"]), failed, "connect timeouts == nginx 504/502s");
@@ -139,7 +139,11 @@ fn ipv6_listener_overflow() {
     require_root();
     let _serial = exclusive();
     let run = overflow_run("tcp-v6", "::1", 30, 0.1, "", false);
-    let l = run.records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && r["family"] == "ipv6" && u(&r["connects"]["attempts"]) > 0).expect("ipv6 listener record");
+    let l = run
+        .records
+        .iter()
+        .find(|r| r["type"] == "tcp_listener" && r["final"] == true && r["family"] == "ipv6" && u(&r["connects"]["attempts"]) > 0)
+        .expect("ipv6 listener record");
     eprintln!("{l}; nstat ListenOverflows +{}", run.overflows);
     assert!(l["listener"].as_str().unwrap().starts_with("[::1]:"));
     assert!(run.overflows > 0);

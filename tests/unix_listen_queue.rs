@@ -24,8 +24,8 @@ fn backlog_scenario(name: &str, traced: bool) -> (BTreeMap<u16, u64>, Option<(Ve
     let _serial = exclusive();
     let scratch = Scratch::new(name);
     let sock = scratch.path("app.sock");
-    let gunicorn = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), backlog: 16, ..Default::default() })
-        .expect("gunicorn starts");
+    let gunicorn =
+        Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), backlog: 16, ..Default::default() }).expect("gunicorn starts");
     let nginx = nginx_for(&scratch, &sock);
     let tracer = traced.then(|| trace(&nginx));
     ab(&nginx.url(), 100, 100).expect("ab runs");

@@ -113,8 +113,9 @@ fn proxy_read_timeout_is_a_proxy_abort_aged_2s() {
     require_root();
     let scratch = Scratch::new("readtimeout");
     let sock = scratch.path("app.sock");
-    let _g = Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), workers: 3, app_sleep: 4.0, backlog: 64, ..Default::default() })
-        .expect("gunicorn starts");
+    let _g =
+        Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), workers: 3, app_sleep: 4.0, backlog: 64, ..Default::default() })
+            .expect("gunicorn starts");
     let nginx = unix_nginx(&scratch, &sock, "proxy_read_timeout 2s;");
     let tracer = trace(&nginx);
     ab(&nginx.url(), 3, 3).unwrap();

@@ -28,8 +28,11 @@ fn start(name: &str, no_access_log: bool) -> Scenario {
     let sock = |n: &str| scratch.path(n).display().to_string();
     let (backlog_sock, kill_sock, timeout_sock) = (sock("backlog.sock"), sock("kill.sock"), sock("timeout.sock"));
     let backlog = Gunicorn::start(&GunicornOpts { bind: format!("unix:{backlog_sock}"), backlog: 16, ..Default::default() }).unwrap();
-    let kill = Gunicorn::start(&GunicornOpts { bind: format!("unix:{kill_sock}"), workers: 2, app_sleep: 3.0, backlog: 64, ..Default::default() }).unwrap();
-    let timeout = Gunicorn::start(&GunicornOpts { bind: format!("unix:{timeout_sock}"), workers: 2, app_sleep: 4.0, backlog: 64, ..Default::default() }).unwrap();
+    let kill =
+        Gunicorn::start(&GunicornOpts { bind: format!("unix:{kill_sock}"), workers: 2, app_sleep: 3.0, backlog: 64, ..Default::default() }).unwrap();
+    let timeout =
+        Gunicorn::start(&GunicornOpts { bind: format!("unix:{timeout_sock}"), workers: 2, app_sleep: 4.0, backlog: 64, ..Default::default() })
+            .unwrap();
     let race_port = free_port();
     let mut cmd = Command::new("python3");
     cmd.arg(repo_root().join("tests/apps/keepalive_server.py")).arg(race_port.to_string()).arg("1.0");
@@ -148,7 +151,15 @@ fn every_5xx_is_joined_to_its_cause_and_record_replays_it() {
     let html = s.scratch.path("r.html");
     if let Ok(chromium) = find_program("chromium") {
         let dom = Command::new(chromium)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ])
             .arg(format!("--user-data-dir={}", s.scratch.path("chrome").display()))
             .arg("--dump-dom")
             .arg(format!("file://{}", html.display()))

@@ -5,8 +5,5 @@ fn main() -> anyhow::Result<()> {
     // aya-build reruns on changes of the eBPF crate; the shared wire types live elsewhere.
     println!("cargo:rerun-if-changed={root}/../tracer-common/src");
     let ebpf_dir = format!("{root}/../tracer-ebpf");
-    aya_build::build_ebpf(
-        [aya_build::Package { name: "tracer-ebpf", root_dir: &ebpf_dir, ..Default::default() }],
-        aya_build::Toolchain::Nightly,
-    )
+    aya_build::build_ebpf([aya_build::Package { name: "tracer-ebpf", root_dir: &ebpf_dir, ..Default::default() }], aya_build::Toolchain::Nightly)
 }

@@ -238,9 +238,7 @@ impl Uwsgi {
             .stderr(Stdio::null());
         let proc = Proc::spawn("uwsgi", &mut cmd)?;
         let u = Uwsgi { proc };
-        wait_for("uwsgi socket", Duration::from_secs(20), || {
-            sock.exists() && children_of(u.proc.pid()).len() == processes as usize
-        })?;
+        wait_for("uwsgi socket", Duration::from_secs(20), || sock.exists() && children_of(u.proc.pid()).len() == processes as usize)?;
         Ok(u)
     }
 }
@@ -366,11 +364,7 @@ http {{
 
     /// $upstream_header_time (seconds) of every request that got a response header.
     pub fn header_times(&self) -> Vec<f64> {
-        std::fs::read_to_string(&self.access_log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.rsplitn(5, ' ').nth(3)?.parse().ok())
-            .collect()
+        std::fs::read_to_string(&self.access_log).unwrap_or_default().lines().filter_map(|line| line.rsplitn(5, ' ').nth(3)?.parse().ok()).collect()
     }
 
     /// (nginx worker pid, $upstream_connect_time in seconds, upstream local port) of every
@@ -394,10 +388,8 @@ http {{
 
 /// `ab -n N -c C url`: a bounded burst (N requests, at most 60 s).
 pub fn ab(url: &str, n: u32, c: u32) -> Result<String> {
-    let out = Command::new(find_program("ab")?)
-        .args(["-q", "-s", "60", "-n", &n.to_string(), "-c", &c.to_string(), url])
-        .output()
-        .context("running ab")?;
+    let out =
+        Command::new(find_program("ab")?).args(["-q", "-s", "60", "-n", &n.to_string(), "-c", &c.to_string(), url]).output().context("running ab")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!("ab failed: {}\n{}", String::from_utf8_lossy(&out.stderr), text);

@@ -79,11 +79,11 @@ impl Btf {
 /// Bytes that follow a type's 12-byte common part, by kind.
 fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
     Some(match kind {
-        1 | 14 | 17 => 4,                   // INT, VAR, DECL_TAG
-        3 => 12,                            // ARRAY
-        4 | 5 | 15 | 19 => vlen * 12,       // STRUCT, UNION, DATASEC, ENUM64
-        6 | 13 => vlen * 8,                 // ENUM, FUNC_PROTO
-        2 | 7..=12 | 16 | 18 => 0,          // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+        1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+        3 => 12,                      // ARRAY
+        4 | 5 | 15 | 19 => vlen * 12, // STRUCT, UNION, DATASEC, ENUM64
+        6 | 13 => vlen * 8,           // ENUM, FUNC_PROTO
+        2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
         _ => return None,
     })
 }

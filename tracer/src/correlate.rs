@@ -94,9 +94,7 @@ impl Correlator {
             return;
         }
         let cause = self.pending.get_mut(&pid).and_then(|q| {
-            let i = q
-                .iter()
-                .rposition(|c| c.kind.status() == status && c.ts_ns <= ts_ns && ts_ns - c.ts_ns <= MAX_GAP_NS)?;
+            let i = q.iter().rposition(|c| c.kind.status() == status && c.ts_ns <= ts_ns && ts_ns - c.ts_ns <= MAX_GAP_NS)?;
             q.remove(i)
         });
         if self.statuses.len() < MAX_KEPT {

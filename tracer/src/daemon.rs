@@ -129,9 +129,7 @@ pub async fn run(cli: DaemonArgs) -> anyhow::Result<()> {
     let mut hooks = Hooks { metrics, cli: cli.clone(), current: a };
     let server = {
         let registry: Arc<Mutex<_>> = registry.clone();
-        let app = Router::new()
-            .route("/metrics", get(move || async move { Metrics::render(&registry) }))
-            .route("/healthz", get(|| async { "ok\n" }));
+        let app = Router::new().route("/metrics", get(move || async move { Metrics::render(&registry) })).route("/healthz", get(|| async { "ok\n" }));
         let listener = tokio::net::TcpListener::from_std(http)?;
         tokio::spawn(async move { axum::serve(listener, app).await })
     };

@@ -35,8 +35,7 @@ fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
 }
 
 async fn live(trace: &TraceArgs, nginx_args: &NginxArgs, output: &ReportOutputArgs, record: Option<&Path>) -> anyhow::Result<()> {
-    let found =
-        nginx::discover(&trace.pid, nginx_args.nginx_conf.as_deref(), nginx_args.error_log.as_deref(), nginx_args.access_log.as_deref());
+    let found = nginx::discover(&trace.pid, nginx_args.nginx_conf.as_deref(), nginx_args.error_log.as_deref(), nginx_args.access_log.as_deref());
     eprintln!(
         "tracer: nginx masters {:?}, error log {}, {}",
         found.masters,

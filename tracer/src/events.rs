@@ -3,8 +3,8 @@
 use std::mem::size_of;
 
 use tracer_common::{
-    kind, AcceptEvent, ConnCloseEvent, ConnectEvent, EventHeader, ExitEvent, ForkEvent, ListenEvent, ListenOverflowEvent,
-    RequestEvent, SignalEvent, StatusEvent, TcpConnectEvent,
+    kind, AcceptEvent, ConnCloseEvent, ConnectEvent, EventHeader, ExitEvent, ForkEvent, ListenEvent, ListenOverflowEvent, RequestEvent, SignalEvent,
+    StatusEvent, TcpConnectEvent,
 };
 
 use crate::errno;

@@ -62,8 +62,7 @@ fn dump(request: SockDiagMessage) -> Result<Vec<SockDiagMessage>, DiagError> {
         let n = socket.recv(&mut &mut rx[..], 0)?;
         let mut off = 0;
         while off < n {
-            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[off..n])
-                .map_err(|e| DiagError::Decode(e.to_string()))?;
+            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[off..n]).map_err(|e| DiagError::Decode(e.to_string()))?;
             let len = msg.header.length as usize;
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(out),
@@ -99,11 +98,8 @@ pub fn unix_listener(target: &Target) -> Result<Option<Listener>, DiagError> {
         if !same {
             continue;
         }
-        let (queue_len, queue_max) = r
-            .nlas
-            .iter()
-            .find_map(|n| if let UnixNla::ReceiveQueueLength(a, b) = n { Some((*a, *b)) } else { None })
-            .unwrap_or((0, 0));
+        let (queue_len, queue_max) =
+            r.nlas.iter().find_map(|n| if let UnixNla::ReceiveQueueLength(a, b) = n { Some((*a, *b)) } else { None }).unwrap_or((0, 0));
         return Ok(Some(Listener { inode: r.header.inode, queue_len, queue_max }));
     }
     Ok(None)

@@ -25,14 +25,26 @@ pub struct ProbeSpec {
 pub const CONNECT_PROBES: &[ProbeSpec] = &[
     ProbeSpec { program: "connect_enter", category: "syscalls", name: "sys_enter_connect", feature: "connect() tracing", required: true },
     ProbeSpec { program: "connect_exit", category: "syscalls", name: "sys_exit_connect", feature: "connect() tracing", required: true },
-    ProbeSpec { program: "listen_enter", category: "syscalls", name: "sys_enter_listen", feature: "the backlog passed to listen() (derived from sock_diag instead)", required: false },
+    ProbeSpec {
+        program: "listen_enter",
+        category: "syscalls",
+        name: "sys_enter_listen",
+        feature: "the backlog passed to listen() (derived from sock_diag instead)",
+        required: false,
+    },
 ];
 
 /// TCP connect outcome/latency, SYN retransmits, listener drops and accept-queue wait.
 /// A program listed twice is attached to two tracepoints.
 pub const TCP_PROBES: &[ProbeSpec] = &[
     // tcp_set_state, sock_send and sock_recv are raw tracepoints (arguments as passed, no record).
-    ProbeSpec { program: "tcp_set_state", category: "sock", name: "inet_sock_set_state", feature: "TCP connect latency/outcome and accept-queue wait", required: false },
+    ProbeSpec {
+        program: "tcp_set_state",
+        category: "sock",
+        name: "inet_sock_set_state",
+        feature: "TCP connect latency/outcome and accept-queue wait",
+        required: false,
+    },
     ProbeSpec { program: "tcp_retransmit", category: "tcp", name: "tcp_retransmit_skb", feature: "SYN retransmit counts", required: false },
     ProbeSpec { program: "tcp_receive_reset", category: "tcp", name: "tcp_receive_reset", feature: "refused (RST) TCP connects", required: false },
     ProbeSpec { program: "kfree_skb", category: "skb", name: "kfree_skb", feature: "final-ACK drops at full accept queues", required: false },
@@ -47,12 +59,30 @@ pub const REQUEST_PROBES: &[ProbeSpec] = &[
     ProbeSpec { program: "sock_recv", category: "sock", name: "sock_recv_length", feature: "upstream request tracking", required: false },
     // nginx writes every plaintext HTTP/1.x response header with writev() (its write() calls are
     // log lines): hooking write()/send() too would only add a program run to every other write.
-    ProbeSpec { program: "status_line", category: "syscalls", name: "sys_enter_writev", feature: "5xx status lines seen in the kernel (the error log is used instead)", required: false },
-    ProbeSpec { program: "close_enter", category: "syscalls", name: "sys_enter_close", feature: "proxy-side closes of upstream connections", required: false },
+    ProbeSpec {
+        program: "status_line",
+        category: "syscalls",
+        name: "sys_enter_writev",
+        feature: "5xx status lines seen in the kernel (the error log is used instead)",
+        required: false,
+    },
+    ProbeSpec {
+        program: "close_enter",
+        category: "syscalls",
+        name: "sys_enter_close",
+        feature: "proxy-side closes of upstream connections",
+        required: false,
+    },
     ProbeSpec { program: "tcp_destroy", category: "tcp", name: "tcp_destroy_sock", feature: "cleanup of vanished TCP connections", required: false },
     ProbeSpec { program: "signal_generate", category: "signal", name: "signal_generate", feature: "who killed a worker (signals)", required: false },
     ProbeSpec { program: "process_exit", category: "sched", name: "sched_process_exit", feature: "worker exits", required: false },
-    ProbeSpec { program: "process_fork", category: "sched", name: "sched_process_fork", feature: "workers forked by app-server masters", required: false },
+    ProbeSpec {
+        program: "process_fork",
+        category: "sched",
+        name: "sched_process_fork",
+        feature: "workers forked by app-server masters",
+        required: false,
+    },
 ];
 
 /// The numeric value of an enum symbol in a tracepoint's print format, e.g.
@@ -144,10 +174,7 @@ pub fn preflight() -> anyhow::Result<()> {
         // SAFETY: valid NUL-terminated strings, no data argument.
         let rc = unsafe { libc::mount(fs.as_ptr(), c.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
         if rc != 0 || !has_events(TRACEFS) {
-            bail!(
-                "tracefs is not mounted and mounting it failed ({}): run `mount -t tracefs tracefs {TRACEFS}`",
-                std::io::Error::last_os_error()
-            );
+            bail!("tracefs is not mounted and mounting it failed ({}): run `mount -t tracefs tracefs {TRACEFS}`", std::io::Error::last_os_error());
         }
         log::info!("mounted tracefs at {TRACEFS}");
     }
@@ -155,8 +182,7 @@ pub fn preflight() -> anyhow::Result<()> {
 }
 
 /// The per-connection LRU maps `--map-entries` resizes.
-pub const CONNECTION_MAPS: &[&str] =
-    &["PENDING_CONNECT", "CONNECTING", "ACCEPT_QUEUE", "CONNS", "SK_BY_FD"];
+pub const CONNECTION_MAPS: &[&str] = &["PENDING_CONNECT", "CONNECTING", "ACCEPT_QUEUE", "CONNS", "SK_BY_FD"];
 
 /// Load the object, set the filter, attach `probes`.
 pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entries: Option<u32>) -> anyhow::Result<Loaded> {
@@ -188,12 +214,9 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")))
         .context("loading the eBPF object (is this kernel ≥ 5.8 with BTF and ring buffers?)")?;
     // Kept alive for the programs' lifetime: dropping it closes the log map they reference.
-    let logger = aya_log::EbpfLogger::init(&mut ebpf)
-        .map_err(|e| log::debug!("aya-log not initialised: {e}"))
-        .ok();
+    let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(|e| log::debug!("aya-log not initialised: {e}")).ok();
     if !filter.pids.is_empty() {
-        let mut m: BpfHashMap<_, u32, u8> =
-            BpfHashMap::try_from(ebpf.map_mut("PID_FILTER").context("map PID_FILTER missing")?)?;
+        let mut m: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(ebpf.map_mut("PID_FILTER").context("map PID_FILTER missing")?)?;
         for &pid in &filter.pids {
             m.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the filter"))?;
         }
@@ -215,13 +238,17 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         };
         if let Err(e) = &result {
             if p.required && !skipped(p.program) {
-                return Err(anyhow::anyhow!("{e:#}")).with_context(|| {
-                    format!("cannot attach {tracepoint}: {} is unavailable (is CONFIG_FTRACE_SYSCALLS on?)", p.feature)
-                });
+                return Err(anyhow::anyhow!("{e:#}"))
+                    .with_context(|| format!("cannot attach {tracepoint}: {} is unavailable (is CONFIG_FTRACE_SYSCALLS on?)", p.feature));
             }
             log::warn!("tracepoint {tracepoint} unavailable ({e:#}): running without {}", p.feature);
         }
-        statuses.push(ProbeStatus { program: p.program.to_string(), tracepoint, attached: result.is_ok(), error: result.err().map(|e| format!("{e:#}")) });
+        statuses.push(ProbeStatus {
+            program: p.program.to_string(),
+            tracepoint,
+            attached: result.is_ok(),
+            error: result.err().map(|e| format!("{e:#}")),
+        });
     }
     // Parsing the kernel's BTF (aya's and ours, ~5 MiB each) left freed memory in the heap
     // (glibc raises its mmap threshold after the first big free, so the second copy came from

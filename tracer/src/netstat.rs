@@ -10,12 +10,7 @@ pub const WATCHED: &[&str] = &["ListenOverflows", "ListenDrops", "TCPSynRetrans"
 pub fn parse(text: &str) -> BTreeMap<String, u64> {
     let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
     let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return BTreeMap::new() };
-    names
-        .split_whitespace()
-        .skip(1)
-        .zip(values.split_whitespace().skip(1))
-        .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
-        .collect()
+    names.split_whitespace().skip(1).zip(values.split_whitespace().skip(1)).filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?))).collect()
 }
 
 /// Current values of [`WATCHED`] (missing ones are absent).

@@ -87,7 +87,11 @@ impl Recorder {
 pub enum Record {
     Event(Vec<u8>),
     /// `args` tells apart answers to the same question about different things (an inode, a pid).
-    Answer { call: String, args: String, value: serde_json::Value },
+    Answer {
+        call: String,
+        args: String,
+        value: serde_json::Value,
+    },
     Mark(Mark),
 }
 

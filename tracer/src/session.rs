@@ -12,9 +12,7 @@ use crate::correlate::{Cause, CauseKind, Correlator};
 use crate::env::Env;
 use crate::events::{Connect, Event, TcpConnect};
 use crate::load::ProbeStatus;
-use crate::output::{
-    ConnectFailed, Output, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, UpstreamClose,
-};
+use crate::output::{ConnectFailed, Output, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, UpstreamClose};
 use crate::record::Mark;
 use crate::sockaddr::Target;
 use crate::source::Lost;
@@ -232,7 +230,14 @@ impl Session {
                 let local = self.local_listener(remote).is_some();
                 self.tcp.record_given_up_late(remote, local);
                 let target = Some(Target::Inet(remote));
-                self.correlator.cause(Cause { ts_ns: e.hdr.ts_ns, pid: e.hdr.pid, kind: CauseKind::ConnectTimeout, target, age_ns: e.idle_ns, idle_ns: 0 });
+                self.correlator.cause(Cause {
+                    ts_ns: e.hdr.ts_ns,
+                    pid: e.hdr.pid,
+                    kind: CauseKind::ConnectTimeout,
+                    target,
+                    age_ns: e.idle_ns,
+                    idle_ns: 0,
+                });
             }
             Event::ConnClose(e) => {
                 let kind = match e.class {

@@ -20,7 +20,9 @@ pub enum Target {
     UnixUnnamed,
     Inet(SocketAddr),
     /// A family we do not decode, or an address the kernel program could not read.
-    Other { family: u16 },
+    Other {
+        family: u16,
+    },
 }
 
 impl Target {
@@ -43,11 +45,7 @@ impl Target {
                 let flowinfo = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
                 let mut ip = [0u8; 16];
                 ip.copy_from_slice(&raw[8..24]);
-                let scope_id = if len >= 28 {
-                    u32::from_ne_bytes([raw[24], raw[25], raw[26], raw[27]])
-                } else {
-                    0
-                };
+                let scope_id = if len >= 28 { u32::from_ne_bytes([raw[24], raw[25], raw[26], raw[27]]) } else { 0 };
                 Target::Inet(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flowinfo, scope_id)))
             }
             family => Target::Other { family },

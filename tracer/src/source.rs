@@ -115,10 +115,7 @@ impl Source {
 fn recursion_misses(p: &aya::programs::ProgramFd) -> u64 {
     use std::os::fd::{AsFd, AsRawFd};
     let path = format!("/proc/self/fdinfo/{}", p.as_fd().as_raw_fd());
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("recursion_misses:")?.trim().parse().ok()))
-        .unwrap_or(0)
+    std::fs::read_to_string(path).ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("recursion_misses:")?.trim().parse().ok())).unwrap_or(0)
 }
 
 /// Decode and hand on every record in the ring; returns (decoded, undecodable).

@@ -100,7 +100,11 @@ fn verdict_kind(s: &Session, st: &Status) -> &'static str {
                 Target::Inet(a) => s.tcp.listeners.get(&crate::collector::tcp::key_of(a)),
                 _ => None,
             });
-            if full.is_some_and(|l| l.overflowing()) { "tcp_accept_queue_full" } else { "connect_timeout" }
+            if full.is_some_and(|l| l.overflowing()) {
+                "tcp_accept_queue_full"
+            } else {
+                "connect_timeout"
+            }
         }
         CauseKind::Premature | CauseKind::KeepaliveRace => {
             let death = cut_for(s, c.pid, c.ts_ns).and_then(|cut| cut.worker.as_ref()).map(|d| d.cause);
@@ -283,7 +287,8 @@ fn build_verdict(s: &Session, nginx: &Discovery, kind: &'static str, target: &st
 /// Build the report from a finished session; `error_lines` are nginx's error-log lines since start.
 pub fn build(s: &Session, nginx: &Discovery, error_lines: &[String]) -> Report {
     let statuses = &s.correlator.statuses;
-    let target_of = |st: &Status| st.cause.as_ref().and_then(|c| c.target.as_ref()).map(|t| t.to_string()).unwrap_or_else(|| "(unknown upstream)".into());
+    let target_of =
+        |st: &Status| st.cause.as_ref().and_then(|c| c.target.as_ref()).map(|t| t.to_string()).unwrap_or_else(|| "(unknown upstream)".into());
     let mut per_target_total: BTreeMap<String, u64> = BTreeMap::new();
     for st in statuses.iter().filter(|st| st.cause.is_some()) {
         *per_target_total.entry(target_of(st)).or_default() += 1;
@@ -292,10 +297,8 @@ pub fn build(s: &Session, nginx: &Discovery, error_lines: &[String]) -> Report {
     for st in statuses.iter().filter(|st| st.cause.is_some()) {
         groups.entry((verdict_kind(s, st), target_of(st))).or_default().push(st);
     }
-    let mut verdicts: Vec<Verdict> = groups
-        .iter()
-        .map(|((kind, target), items)| build_verdict(s, nginx, kind, target, items, per_target_total[target]))
-        .collect();
+    let mut verdicts: Vec<Verdict> =
+        groups.iter().map(|((kind, target), items)| build_verdict(s, nginx, kind, target, items, per_target_total[target])).collect();
     verdicts.sort_by(|a, b| b.count.cmp(&a.count).then(a.target.cmp(&b.target)));
     let unexplained: Vec<Unexplained> = statuses
         .iter()

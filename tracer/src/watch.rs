@@ -30,11 +30,7 @@ pub fn filter(args: &TraceArgs) -> anyhow::Result<Filter> {
     }
     let comm = (args.comm != "*").then(|| args.comm.clone());
     let cgroup_id = match &args.cgroup {
-        Some(p) => Some(
-            std::fs::metadata(p)
-                .with_context(|| format!("--cgroup {}: cannot stat the cgroup directory", p.display()))?
-                .ino(),
-        ),
+        Some(p) => Some(std::fs::metadata(p).with_context(|| format!("--cgroup {}: cannot stat the cgroup directory", p.display()))?.ino()),
         None => None,
     };
     Ok(Filter { pids, comm, cgroup_id })
@@ -181,8 +177,7 @@ pub async fn run_live(mut run: LiveRun<'_>) -> anyhow::Result<Session> {
 
 /// `tracer watch`.
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
-    let out: Box<dyn Output> =
-        if args.json { Box::new(JsonLines::new(io::stdout())) } else { Box::new(Terminal::new(io::stdout())) };
+    let out: Box<dyn Output> = if args.json { Box::new(JsonLines::new(io::stdout())) } else { Box::new(Terminal::new(io::stdout())) };
     let mut s = run_live(LiveRun {
         trace: &args.trace,
         interval: args.interval,

@@ -140,7 +140,10 @@ pub fn run(smoke: bool, only: &[Phase]) -> Result<()> {
     let quiet_check = |r: &mut report::Report| {
         let other = tools::foreign_tracepoint_progs();
         if !other.is_empty() {
-            ctx.progress(format!("warning: {} other tracepoint programs are loaded (another tracer or test is running): numbers will be skewed", other.len()));
+            ctx.progress(format!(
+                "warning: {} other tracepoint programs are loaded (another tracer or test is running): numbers will be skewed",
+                other.len()
+            ));
             r.foreign_progs.extend(other);
         }
     };

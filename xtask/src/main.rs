@@ -57,10 +57,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test { args } => {
             setup::run()?;
-            let status = std::process::Command::new(env!("CARGO"))
-                .arg("test")
-                .args(&args)
-                .status()?;
+            let status = std::process::Command::new(env!("CARGO")).arg("test").args(&args).status()?;
             if !status.success() {
                 anyhow::bail!("tests failed ({status})");
             }

@@ -44,10 +44,7 @@ pub fn run() -> Result<()> {
         step("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
         step(
             &format!("apt-get install {}", missing.join(" ")),
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
+            Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }
     let has_src = Command::new("rustup")
@@ -55,12 +52,12 @@ pub fn run() -> Result<()> {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("rust-src"));
     if !has_src {
-        step("rust-src for the nightly toolchain (build-std for the BPF target)", Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        step(
+            "rust-src for the nightly toolchain (build-std for the BPF target)",
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        )?;
     }
-    let linker_ok = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER));
+    let linker_ok = Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER));
     if !linker_ok {
         step(
             &format!("cargo install bpf-linker {BPF_LINKER} against LLVM 22 (about 75 s)"),
@@ -75,7 +72,10 @@ pub fn run() -> Result<()> {
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("Version: {version}")));
         if !have {
-            step(&format!("pip install {pkg}=={version}"), Command::new("python3").args(["-m", "pip", "install", "-q", "--root-user-action=ignore", &format!("{pkg}=={version}")]))?;
+            step(
+                &format!("pip install {pkg}=={version}"),
+                Command::new("python3").args(["-m", "pip", "install", "-q", "--root-user-action=ignore", &format!("{pkg}=={version}")]),
+            )?;
         }
     }
     if !Path::new("/sys/kernel/tracing/events").is_dir() && !ok(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])) {

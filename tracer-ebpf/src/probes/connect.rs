@@ -10,14 +10,11 @@
 //! `sys_enter_listen` records the backlog the application asked for, before the kernel caps it
 //! at net.core.somaxconn (sock_diag only shows the capped value).
 
+use aya_ebpf::{helpers::bpf_probe_read_user_buf, macros::map, macros::tracepoint, maps::LruHashMap, programs::TracePointContext};
 use aya_log_ebpf::warn;
-use aya_ebpf::{
-    helpers::bpf_probe_read_user_buf, macros::map, macros::tracepoint, maps::LruHashMap,
-    programs::TracePointContext,
-};
 use tracer_common::{connect::SOCKADDR_MAX, counters, kind, ConnectEvent, ListenEvent};
 
-use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{count, field, header, hooks_only, now_ns, pid_tgid, submit_flags, traced, EVENTS, LRU_PER_CPU};
 
 use crate::net::{AF_INET, AF_INET6, AF_UNIX, SYSCALL_ARG0, SYSCALL_ARG1, SYSCALL_ARG2, SYSCALL_RET};
 

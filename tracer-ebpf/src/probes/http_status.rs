@@ -6,7 +6,7 @@
 use aya_ebpf::{helpers::bpf_probe_read_user_buf, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{counters, kind, StatusEvent};
 
-use crate::maps::{hooks_only, EVENTS, count, field, header, pid_tgid, submit_flags, traced};
+use crate::maps::{count, field, header, hooks_only, pid_tgid, submit_flags, traced, EVENTS};
 use crate::net::{SYSCALL_ARG0, SYSCALL_ARG1};
 
 /// sys_enter_writev(fd, iov, iovcnt) of a traced thread.

@@ -1,6 +1,6 @@
 //! One module per probe family.
 pub mod connect;
-pub mod tcp;
+pub mod http_status;
 pub mod process;
 pub mod requests;
-pub mod http_status;
+pub mod tcp;

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{counters, kind, ExitEvent, ForkEvent, SignalEvent};
 
-use crate::maps::{hooks_only, EVENTS, count, field, header, pid_tgid, submit_flags};
+use crate::maps::{count, field, header, hooks_only, pid_tgid, submit_flags, EVENTS};
 
 /// Signals that end a process unless handled: what kills workers (timeouts, harakiri, OOM, ^C).
 #[inline(always)]
@@ -32,9 +32,7 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         sig,
         target_pid: field(&ctx, 36),
         // comm[16] at offset 20: four aligned 4-byte loads.
-        target_comm: unsafe {
-            core::mem::transmute::<[u32; 4], [u8; 16]>([field(&ctx, 20), field(&ctx, 24), field(&ctx, 28), field(&ctx, 32)])
-        },
+        target_comm: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>([field(&ctx, 20), field(&ctx, 24), field(&ctx, 28), field(&ctx, 32)]) },
         code: field(&ctx, 16),
         result: field(&ctx, 44),
     };

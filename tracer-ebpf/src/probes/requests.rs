@@ -26,7 +26,7 @@ use tracer_common::{
     ConnCloseEvent, EventHeader, RequestEvent, CONN_MAP_ENTRIES, SK_BY_FD_FACTOR,
 };
 
-use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{count, field, hooks_only, now_ns, pid_tgid, submit_flags, traced, EVENTS, LRU_PER_CPU};
 
 use crate::layout::stream_sock_of_fd;
 use crate::net::{tcp_state, AF_UNIX, ECONNRESET, EPIPE, SYSCALL_ARG0, TCP_ESTABLISHED};
@@ -279,9 +279,7 @@ pub fn close_enter(ctx: TracePointContext) -> u32 {
     };
     let c = unsafe { &*c };
     match c.state {
-        state::REQUEST_SENT => {
-            emit_close(c, sk, close::PROXY_ABORT, how::LOCAL, now_ns().saturating_sub(c.start_ns), c.idle_before_ns)
-        }
+        state::REQUEST_SENT => emit_close(c, sk, close::PROXY_ABORT, how::LOCAL, now_ns().saturating_sub(c.start_ns), c.idle_before_ns),
         state::RESPONDING => emit_request(c, sk, end::LOCAL_CLOSE),
         // Never used. Still in SYN_SENT, it is reported by tcp_set_state as abandoned; already
         // ESTABLISHED, only this close shows that the proxy gave up on it.

@@ -17,16 +17,14 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{RawTracePointContext, TracePointContext},
 };
-use tracer_common::{
-    counters, kind, tcp::outcome, AcceptEvent, EventHeader, ListenOverflowEvent, TcpAddrs, TcpConnectEvent, CONN_MAP_ENTRIES,
-};
+use tracer_common::{counters, kind, tcp::outcome, AcceptEvent, EventHeader, ListenOverflowEvent, TcpAddrs, TcpConnectEvent, CONN_MAP_ENTRIES};
 
 use crate::layout::{layout, stream_sock_of_fd};
-use crate::maps::{hooks_only, EVENTS, LRU_PER_CPU, count, field, header, now_ns, pid_tgid, submit_flags, traced};
+use crate::maps::{count, field, header, hooks_only, now_ns, pid_tgid, submit_flags, traced, EVENTS, LRU_PER_CPU};
 
 use crate::net::{
-    tcp_state, AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SYSCALL_RET, TCP_CLOSE,
-    TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
+    tcp_state, AF_INET, AF_INET6, SKC_DADDR, SKC_DPORT, SKC_FAMILY, SKC_NUM, SKC_RCV_SADDR, SYSCALL_RET, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
+    TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 /// skb_drop_reason values of TCP_LISTEN_OVERFLOW and NO_SOCKET, read by userspace from the
@@ -226,15 +224,7 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     // Softirq context: the current task is whoever was interrupted, so no process in the header.
     let mut hdr = header(kind::LISTEN_OVERFLOW, 0);
     hdr.comm = [0; 16];
-    let ev = ListenOverflowEvent {
-        hdr,
-        skaddr: sk,
-        family,
-        port,
-        addr4: if family == AF_INET { addr4 } else { [0; 4] },
-        reason,
-        _pad: 0,
-    };
+    let ev = ListenOverflowEvent { hdr, skaddr: sk, family, port, addr4: if family == AF_INET { addr4 } else { [0; 4] }, reason, _pad: 0 };
     if EVENTS.output::<ListenOverflowEvent>(&ev, submit_flags()).is_err() {
         count(counters::RINGBUF_FULL);
     }

@@ -229,16 +229,7 @@ mod tests {
     use super::*;
 
     fn connect(target: &str, errno: i32, ts_ns: u64) -> Connect {
-        Connect {
-            ts_ns,
-            pid: 1,
-            tid: 1,
-            comm: "nginx".into(),
-            fd: 3,
-            target: Target::UnixPath(target.as_bytes().to_vec()),
-            errno,
-            duration_ns: 1000,
-        }
+        Connect { ts_ns, pid: 1, tid: 1, comm: "nginx".into(), fd: 3, target: Target::UnixPath(target.as_bytes().to_vec()), errno, duration_ns: 1000 }
     }
 
     #[test]

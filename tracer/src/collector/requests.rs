@@ -212,16 +212,7 @@ impl Requests {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn record_signal(
-        &mut self,
-        ts_ns: u64,
-        target_pid: u32,
-        target_comm: String,
-        sig: i32,
-        code: i32,
-        sender_pid: u32,
-        sender_comm: String,
-    ) {
+    pub fn record_signal(&mut self, ts_ns: u64, target_pid: u32, target_comm: String, sig: i32, code: i32, sender_pid: u32, sender_comm: String) {
         self.push_death(Death {
             ts_ns,
             pid: target_pid,
@@ -257,10 +248,7 @@ impl Requests {
             let c = &self.pending[i];
             let t = c.target.as_ref();
             let found = t.and_then(|t| self.workers.get(t)).and_then(|workers| {
-                self.deaths
-                    .iter()
-                    .find(|d| d.ts_ns >= c.ts_ns && d.ts_ns - c.ts_ns <= FORWARD_WINDOW_NS && workers.contains(&d.pid))
-                    .cloned()
+                self.deaths.iter().find(|d| d.ts_ns >= c.ts_ns && d.ts_ns - c.ts_ns <= FORWARD_WINDOW_NS && workers.contains(&d.pid)).cloned()
             });
             match found {
                 Some(mut d) => {
@@ -277,9 +265,8 @@ impl Requests {
     /// Cut requests to report now: explained ones, and those that waited long enough
     /// (`now_ns` None: all of them, at exit). Oldest first.
     pub fn take_cut(&mut self, now_ns: Option<u64>) -> Vec<CutRequest> {
-        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|c| now_ns.is_none_or(|now| now.saturating_sub(c.ts_ns) > FORWARD_WINDOW_NS));
+        let (expired, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|c| now_ns.is_none_or(|now| now.saturating_sub(c.ts_ns) > FORWARD_WINDOW_NS));
         self.pending = waiting;
         let mut out = std::mem::take(&mut self.ready);
         out.extend(expired);
@@ -340,7 +327,19 @@ mod tests {
     }
 
     fn close_ev(class: u32, ts_ns: u64) -> ConnCloseEvent {
-        ConnCloseEvent { hdr: hdr(ts_ns), sk: 1, request_age_ns: 5, idle_ns: 0, class, how: how::EOF, seq: 1, bytes_recv: 0, fd: 7, family: 1, _pad: 0 }
+        ConnCloseEvent {
+            hdr: hdr(ts_ns),
+            sk: 1,
+            request_age_ns: 5,
+            idle_ns: 0,
+            class,
+            how: how::EOF,
+            seq: 1,
+            bytes_recv: 0,
+            fd: 7,
+            family: 1,
+            _pad: 0,
+        }
     }
 
     #[test]

@@ -194,9 +194,9 @@ impl TcpStats {
 
     /// Whether `key`'s queue should be sampled at `now_ns` (overflowing, rate-limited).
     pub fn wants_sample(&self, key: ListenerKey, now_ns: u64) -> bool {
-        self.listeners.get(&key).is_some_and(|l| {
-            l.overflowing() && l.sampled_ns.is_none_or(|s| now_ns.saturating_sub(s) >= super::connects::SAMPLE_EVERY_NS)
-        })
+        self.listeners
+            .get(&key)
+            .is_some_and(|l| l.overflowing() && l.sampled_ns.is_none_or(|s| now_ns.saturating_sub(s) >= super::connects::SAMPLE_EVERY_NS))
     }
 
     pub fn record_sample(&mut self, key: ListenerKey, now_ns: u64, addr: SocketAddr, view: ListenerView) {

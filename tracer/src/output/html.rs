@@ -85,7 +85,13 @@ fn timeline(r: &Report) -> String {
     let _ = write!(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\">", left + width + 20.0);
     for (i, row) in rows.iter().enumerate() {
         let y = 30.0 + row_h * i as f64;
-        let _ = write!(s, "<text x=\"0\" y=\"{}\">{}</text><line x1=\"{left}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/>", y + 4.0, esc(row), left + width);
+        let _ = write!(
+            s,
+            "<text x=\"0\" y=\"{}\">{}</text><line x1=\"{left}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/>",
+            y + 4.0,
+            esc(row),
+            left + width
+        );
     }
     for t in &r.timeline {
         let row = t.target.clone().unwrap_or_else(|| "(unexplained)".into());
@@ -106,7 +112,15 @@ fn timeline(r: &Report) -> String {
     let _ = write!(s, "<text x=\"{left}\" y=\"{axis_y}\">0 s</text><text x=\"{}\" y=\"{axis_y}\">{span:.2} s</text>", left + width - 40.0);
     for (i, k) in kinds.iter().enumerate() {
         let y = axis_y + 20.0 * (i + 1) as f64;
-        let _ = write!(s, "<circle cx=\"{}\" cy=\"{}\" r=\"5\" fill=\"{}\"/><text x=\"{}\" y=\"{y}\">{}</text>", left + 5.0, y - 4.0, color[k], left + 15.0, esc(k));
+        let _ = write!(
+            s,
+            "<circle cx=\"{}\" cy=\"{}\" r=\"5\" fill=\"{}\"/><text x=\"{}\" y=\"{y}\">{}</text>",
+            left + 5.0,
+            y - 4.0,
+            color[k],
+            left + 15.0,
+            esc(k)
+        );
     }
     s.push_str("</svg>");
     s

@@ -77,8 +77,16 @@ impl Metrics {
         let lost = Family::<Labels, Counter>::default();
         let probes = Family::<Labels, Gauge>::default();
         r.register("upstream_connects", "connect() calls by the proxy, per upstream", connects.clone());
-        r.register("upstream_connect_errors", "Failed connect() calls per upstream and errno (EAGAIN = unix listen queue full)", connect_errors.clone());
-        r.register("listen_overflows", "Connections refused or dropped at a full listen queue: unix EAGAIN per upstream, TCP SYN/ACK drops per listener", overflows.clone());
+        r.register(
+            "upstream_connect_errors",
+            "Failed connect() calls per upstream and errno (EAGAIN = unix listen queue full)",
+            connect_errors.clone(),
+        );
+        r.register(
+            "listen_overflows",
+            "Connections refused or dropped at a full listen queue: unix EAGAIN per upstream, TCP SYN/ACK drops per listener",
+            overflows.clone(),
+        );
         r.register("upstream_closes", "Upstream connections ended by class (premature, keepalive_race, proxy_abort, idle)", closes.clone());
         r.register("http_5xx", "502/504 nginx answered, per upstream and the kernel cause they were joined to", http_5xx.clone());
         r.register("upstream_ttfb_seconds", "Upstream request sent to first response byte", ttfb.clone());
@@ -171,9 +179,7 @@ impl Metrics {
             Self::to_total(seen, "lost", &self.lost, vec![("reason", reason.into())], n);
         }
         for p in &s.probes {
-            self.probes
-                .get_or_create(&vec![("program", p.program.clone()), ("tracepoint", p.tracepoint.clone())])
-                .set(p.attached as i64);
+            self.probes.get_or_create(&vec![("program", p.program.clone()), ("tracepoint", p.tracepoint.clone())]).set(p.attached as i64);
         }
     }
 

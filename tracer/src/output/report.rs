@@ -17,7 +17,11 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
         r.lost
     )?;
     if !r.upstreams.is_empty() {
-        writeln!(out, "\n{:<48} {:>8} {:>7} {:>8} {:>10} {:>5} {:>5}  causes", "upstream", "connects", "failed", "requests", "ttfb p99", "502", "504")?;
+        writeln!(
+            out,
+            "\n{:<48} {:>8} {:>7} {:>8} {:>10} {:>5} {:>5}  causes",
+            "upstream", "connects", "failed", "requests", "ttfb p99", "502", "504"
+        )?;
         for u in &r.upstreams {
             let causes: Vec<String> = u.causes.iter().map(|(k, n)| format!("{k} {n}")).collect();
             writeln!(

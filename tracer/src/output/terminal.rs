@@ -4,8 +4,7 @@
 use std::io::{self, Write};
 
 use super::records::{
-    ConnectFailed, ListenerSummary, RequestSummary, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, TcpSummary,
-    UpstreamClose,
+    ConnectFailed, ListenerSummary, RequestSummary, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, TcpSummary, UpstreamClose,
 };
 use super::Output;
 
@@ -55,12 +54,7 @@ fn owner_text(l: &ListenerSummary) -> String {
 }
 
 fn requests_text(r: &RequestSummary) -> String {
-    let mut s = format!(
-        "{} requests, ttfb p50 {} p99 {}",
-        r.completed,
-        human_us(r.ttfb_p50_us),
-        human_us(r.ttfb_p99_us)
-    );
+    let mut s = format!("{} requests, ttfb p50 {} p99 {}", r.completed, human_us(r.ttfb_p50_us), human_us(r.ttfb_p99_us));
     for (n, what) in [
         (r.premature_closes, "premature closes"),
         (r.keepalive_races, "keep-alive races"),
@@ -142,11 +136,7 @@ pub fn summary_line(t: &TargetSummary) -> String {
     } else if t.errors.is_empty() {
         s.push_str(&format!("  {} connect() calls", t.connects));
     } else {
-        let errs: Vec<String> = t
-            .errors
-            .iter()
-            .map(|(name, e)| format!("{name} {} in {:.1}s", e.count, (e.last - e.first).max(0.0)))
-            .collect();
+        let errs: Vec<String> = t.errors.iter().map(|(name, e)| format!("{name} {} in {:.1}s", e.count, (e.last - e.first).max(0.0))).collect();
         s.push_str(&format!("  {} of {} connects", errs.join(", "), t.connects));
     }
     if let Some(tcp) = &t.tcp {
@@ -166,17 +156,7 @@ pub fn summary_line(t: &TargetSummary) -> String {
 
 impl<W: Write> Output for Terminal<W> {
     fn connect_failed(&mut self, r: &ConnectFailed) -> io::Result<()> {
-        writeln!(
-            self.out,
-            "{} {}[{}] connect {}  {} ({})  {:.0}us",
-            clock(r.time),
-            r.comm,
-            r.pid,
-            r.target,
-            r.error,
-            r.meaning,
-            r.duration_us
-        )?;
+        writeln!(self.out, "{} {}[{}] connect {}  {} ({})  {:.0}us", clock(r.time), r.comm, r.pid, r.target, r.error, r.meaning, r.duration_us)?;
         self.out.flush()
     }
 
@@ -186,43 +166,24 @@ impl<W: Write> Output for Terminal<W> {
             "refused" => "refused (RST: nothing listening)".to_string(),
             _ => format!("abandoned in SYN_SENT after {} (connect timeout)", human_us(r.latency_us)),
         };
-        writeln!(
-            self.out,
-            "{} {}[{}] tcp {} → {}  {what}, {} SYN retransmits",
-            clock(r.time),
-            r.comm,
-            r.pid,
-            r.local,
-            r.remote,
-            r.syn_retransmits
-        )?;
+        writeln!(self.out, "{} {}[{}] tcp {} → {}  {what}, {} SYN retransmits", clock(r.time), r.comm, r.pid, r.local, r.remote, r.syn_retransmits)?;
         self.out.flush()
     }
 
     fn upstream_close(&mut self, r: &UpstreamClose) -> io::Result<()> {
         let what = match r.class {
             "premature" => format!("upstream closed ({}) a request {:.0} ms old", r.how, r.request_age_ms),
-            "keepalive_race" => format!(
-                "keep-alive race: request sent on a connection idle {:.0} ms, upstream closed it ({})",
-                r.idle_before_ms, r.how
-            ),
+            "keepalive_race" => {
+                format!("keep-alive race: request sent on a connection idle {:.0} ms, upstream closed it ({})", r.idle_before_ms, r.how)
+            }
             _ => format!("proxy gave up on a request after {:.0} ms (closed it)", r.request_age_ms),
         };
-        let mut line = format!(
-            "{} {}[{}] {}  {what}",
-            clock(r.time),
-            r.comm,
-            r.pid,
-            r.target.as_deref().unwrap_or("(unknown upstream)")
-        );
+        let mut line = format!("{} {}[{}] {}  {what}", clock(r.time), r.comm, r.pid, r.target.as_deref().unwrap_or("(unknown upstream)"));
         if let Some(w) = &r.worker {
             match (&w.signal_name, &w.sender_comm, w.sender_pid) {
-                (Some(sig), Some(by), Some(by_pid)) => line.push_str(&format!(
-                    " — worker {} pid {} got {sig} from {by} pid {by_pid} ({})",
-                    w.comm,
-                    w.pid,
-                    w.cause.replace('_', " ")
-                )),
+                (Some(sig), Some(by), Some(by_pid)) => {
+                    line.push_str(&format!(" — worker {} pid {} got {sig} from {by} pid {by_pid} ({})", w.comm, w.pid, w.cause.replace('_', " ")))
+                }
                 _ => line.push_str(&format!(" — worker {} pid {} exited with no fatal signal (recycled or reloaded)", w.comm, w.pid)),
             }
         }

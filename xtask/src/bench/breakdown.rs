@@ -51,10 +51,7 @@ pub const VARIANTS: [Variant; 7] = [
     },
     Variant {
         label: "without the syscall hooks (connect, listen, accept, writev, close)",
-        runner: Runner::Tracer(&[(
-            "TRACER_SKIP_PROGRAMS",
-            "connect_enter,connect_exit,listen_enter,accept_exit,status_line,close_enter",
-        )]),
+        runner: Runner::Tracer(&[("TRACER_SKIP_PROGRAMS", "connect_enter,connect_exit,listen_enter,accept_exit,status_line,close_enter")]),
         leaves_out: true,
     },
     Variant {

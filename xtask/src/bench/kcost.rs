@@ -39,11 +39,7 @@ impl Workload {
 pub fn run(ctx: &Ctx, plan: &Plan) -> Result<Vec<Workload>> {
     let _stats = BpfStats::enable()?;
     let mut out = Vec::new();
-    for config in [
-        Config { unix: false, keepalive: false },
-        Config { unix: true, keepalive: false },
-        Config { unix: true, keepalive: true },
-    ] {
+    for config in [Config { unix: false, keepalive: false }, Config { unix: true, keepalive: false }, Config { unix: true, keepalive: true }] {
         check_interrupt()?;
         let stack = Stack::start(config)?;
         let t = TracerRun::start(&ctx.tracer, &["--comm", "nginx"], stack.scratch.path("tracer.jsonl"))?;
@@ -74,11 +70,7 @@ fn measure(ctx: &Ctx, name: String, t: TracerRun, secs: f64, iwi_before: u64) ->
     t.stop()?;
     let mut progs = progs?;
     progs.sort_by_key(|p| std::cmp::Reverse(p.1));
-    let hot: Vec<String> = progs
-        .iter()
-        .take(4)
-        .map(|(n, runs, ns)| format!("{n} {:.0} ns × {runs}", *ns as f64 / (*runs).max(1) as f64))
-        .collect();
+    let hot: Vec<String> = progs.iter().take(4).map(|(n, runs, ns)| format!("{n} {:.0} ns × {runs}", *ns as f64 / (*runs).max(1) as f64)).collect();
     ctx.progress(format!("  {name}: {}; {irq_work_per_sec:.0} IRQ-work interrupts/s", hot.join(", ")));
     Ok(Workload { name, progs, secs, irq_work_per_sec, requests: None })
 }

@@ -56,10 +56,7 @@ pub fn ping_pong(path: &Path, pairs: usize, duration: Duration, rate: Option<u64
     let clients: Vec<JoinHandle<Result<(u64, u64)>>> = (0..pairs)
         .map(|_| {
             let path = path.to_path_buf();
-            std::thread::Builder::new()
-                .name(CLIENT_COMM.into())
-                .spawn(move || client(&path, duration, per_client))
-                .map_err(anyhow::Error::from)
+            std::thread::Builder::new().name(CLIENT_COMM.into()).spawn(move || client(&path, duration, per_client)).map_err(anyhow::Error::from)
         })
         .collect::<Result<_>>()?;
     let mut out = PingPong::default();

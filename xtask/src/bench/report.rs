@@ -188,9 +188,8 @@ impl Report {
                 .iter()
                 .filter_map(|w| {
                     let (prog_ns, busy_ns) = w.per_request()?;
-                    (busy_ns > 0.0).then(|| {
-                        format!("{} {:.1} µs ({:.1} % of the machine's CPU per request)", w.name, prog_ns / 1e3, 100.0 * prog_ns / busy_ns)
-                    })
+                    (busy_ns > 0.0)
+                        .then(|| format!("{} {:.1} µs ({:.1} % of the machine's CPU per request)", w.name, prog_ns / 1e3, 100.0 * prog_ns / busy_ns))
                 })
                 .collect();
             if !shares.is_empty() {
@@ -262,7 +261,10 @@ impl Report {
 
     fn write_overhead(&self, s: &mut String) -> std::fmt::Result {
         writeln!(s, "## 1. Request overhead\n")?;
-        writeln!(s, "| upstream | upstream keep-alive | untraced req/s | untraced p99 | tracer req/s | tracer p99 | bpftrace req/s | bpftrace p99 |")?;
+        writeln!(
+            s,
+            "| upstream | upstream keep-alive | untraced req/s | untraced p99 | tracer req/s | tracer p99 | bpftrace req/s | bpftrace p99 |"
+        )?;
         writeln!(s, "|---|---|--:|--:|--:|--:|--:|--:|")?;
         let (mut at_goal, mut beats_peer) = (0, 0);
         for c in &self.overhead {
@@ -294,7 +296,9 @@ impl Report {
         let kept: Vec<String> = self
             .overhead
             .iter()
-            .flat_map(|c| c.disturbed.iter().enumerate().filter_map(move |(i, d)| Some(format!("{} rep {} ({})", c.config.label(), i + 1, d.as_ref()?))))
+            .flat_map(|c| {
+                c.disturbed.iter().enumerate().filter_map(move |(i, d)| Some(format!("{} rep {} ({})", c.config.label(), i + 1, d.as_ref()?)))
+            })
             .collect();
         writeln!(
             s,
@@ -366,7 +370,8 @@ impl Report {
                 events
             )?;
         }
-        let untraced = self.throughput.iter().find(|c| c.tracer.is_none()).map(|c| c.load.socket_calls as f64 / c.load.elapsed.as_secs_f64().max(1e-9));
+        let untraced =
+            self.throughput.iter().find(|c| c.tracer.is_none()).map(|c| c.load.socket_calls as f64 / c.load.elapsed.as_secs_f64().max(1e-9));
         writeln!(
             s,
             "\nTraced peak: {:.0} socket events/s ({}; goal ≥ 1 M/s){}. {}\n",
@@ -522,7 +527,8 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()).unwrap_or_default();
+    let model =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()).unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()

@@ -69,8 +69,7 @@ impl TracerRun {
             bail!("the tracer exited with {status}");
         }
         let text = std::fs::read_to_string(&self.out)?;
-        let finals: Vec<Value> =
-            text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|r| r["final"] == true).collect();
+        let finals: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|r| r["final"] == true).collect();
         let stats = finals.iter().find(|r| r["type"] == "stats").context("no final stats record in the tracer's output")?;
         let counters: Vec<(String, u64)> = stats["lost"]
             .as_object()
@@ -177,9 +176,7 @@ fn parse_wrk(text: &str) -> Option<Wrk> {
             ["99%", v] => w.p99_ms = ms(v)?,
             [n, "requests", "in", ..] => w.requests = n.parse().ok()?,
             ["Non-2xx", "or", "3xx", "responses:", n] => w.errors += n.parse::<u64>().ok()?,
-            ["Socket", "errors:", rest @ ..] => {
-                w.errors += rest.iter().filter_map(|s| s.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
-            }
+            ["Socket", "errors:", rest @ ..] => w.errors += rest.iter().filter_map(|s| s.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>(),
             _ => {}
         }
     }
@@ -384,13 +381,6 @@ pub fn cpu_secs(pid: u32) -> f64 {
 /// (VmRSS, VmHWM) of a process in KiB.
 pub fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
     (field("VmRSS:"), field("VmHWM:"))
 }
-
