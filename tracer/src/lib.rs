@@ -1,27 +1,21 @@
-//! upstream-tracer: the userspace collector. The data path reads in module order:
-//! `load` (attach kernel programs) → `source` (ring buffer → `events`) → `session` (feeds the
-//! `collector`s: per-target, per-listener and per-request state; `listeners` samples sock_diag;
-//! every host question goes through `env` so `record` can replay it) → `correlate` (each 502/504
-//! to its kernel cause) → `verdict` → `output` (terminal, JSON lines, report, HTML).
+//! upstream-tracer: the userspace collector. The data path reads in folder order:
+//!
+//! - `kernel`: load and attach the programs (`load`), the ring buffer (`source`) and the typed
+//!   events decoded from it (`events`, `sockaddr`, `errno`);
+//! - `host`: every question asked of the host (sock_diag, /proc, counters, clocks) through `env`,
+//!   which a recording (`record`) stores and a report replays;
+//! - `state`: per-target, per-listener, per-connection and per-worker state built from the events
+//!   (`session` only routes each event kind to its handler);
+//! - `nginx`: nginx's own config and error log;
+//! - `diagnosis`: each 502/504 joined to its kernel cause (`join`), grouped into verdicts;
+//! - `output`: terminal, JSON lines, text/HTML report, Prometheus;
+//! - `cmd`: one module per subcommand, `config` the validated settings they share.
 
-pub mod btf;
 pub mod cli;
-pub mod collector;
-pub mod correlate;
-pub mod daemon;
-pub mod diagnose;
-pub mod env;
-pub mod errno;
-pub mod events;
-pub mod listeners;
-pub mod load;
-pub mod netstat;
+pub mod cmd;
+pub mod diagnosis;
+pub mod host;
+pub mod kernel;
 pub mod nginx;
 pub mod output;
-pub mod record;
-pub mod session;
-pub mod sockaddr;
-pub mod source;
-pub mod timebase;
-pub mod verdict;
-pub mod watch;
+pub mod state;

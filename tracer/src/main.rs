@@ -15,11 +15,11 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Watch(args) => tracer::watch::run(args).await,
-            Command::Diagnose(args) => tracer::diagnose::diagnose(args).await,
-            Command::Record(args) => tracer::diagnose::record(args).await,
-            Command::Report(args) => tracer::diagnose::report_cmd(args),
-            Command::Daemon(args) => tracer::daemon::run(args).await,
+            Command::Watch(args) => tracer::cmd::watch::run(args).await,
+            Command::Diagnose(args) => tracer::cmd::diagnose::diagnose(args).await,
+            Command::Record(args) => tracer::cmd::diagnose::record(args).await,
+            Command::Report(args) => tracer::cmd::diagnose::report_cmd(args),
+            Command::Daemon(args) => tracer::cmd::daemon::run(args).await,
         }
     });
     match result {

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::session::Session;
+use crate::state::session::Session;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -129,7 +129,7 @@ impl Metrics {
             let up = self.cap.label(&t.target.to_string());
             Self::to_total(seen, "connects", &self.connects, vec![("upstream", up.clone())], t.connects);
             for (errno, e) in &t.errors {
-                let labels = vec![("upstream", up.clone()), ("errno", crate::errno::name(*errno))];
+                let labels = vec![("upstream", up.clone()), ("errno", crate::kernel::errno::name(*errno))];
                 Self::to_total(seen, "errors", &self.connect_errors, labels, e.count);
             }
             let eagain = t.errno_count(libc::EAGAIN);

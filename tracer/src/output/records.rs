@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::collector::requests::{CutRequest, RequestStats};
-use crate::collector::tcp::{ListenerStats, TcpTarget};
-use crate::collector::{ListenerView, TargetStats};
-use crate::errno;
-use crate::events::{Connect, TcpConnect};
-use crate::load::ProbeStatus;
-use crate::source::Lost;
-use crate::timebase::Timebase;
+use crate::host::timebase::Timebase;
+use crate::kernel::errno;
+use crate::kernel::events::{Connect, TcpConnect};
+use crate::kernel::load::ProbeStatus;
+use crate::kernel::source::Lost;
+use crate::state::requests::{CutRequest, RequestStats};
+use crate::state::tcp::{ListenerStats, TcpTarget};
+use crate::state::{ListenerView, TargetStats};
 
 /// `{"type":"connect_failed", ...}`: one failed connect().
 #[derive(Clone, Debug, Serialize)]

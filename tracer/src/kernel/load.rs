@@ -266,7 +266,7 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
 /// Without BTF: no request tracking or accept-queue wait (counted as sock_lookup_failed), the
 /// usual layout for IPv6 addresses, and the user is told.
 pub fn kernel_layout() -> KernelLayout {
-    let found = crate::btf::Btf::from_sys_fs().and_then(|b| {
+    let found = crate::kernel::btf::Btf::from_sys_fs().and_then(|b| {
         let m = |s: &str, f: &str| b.member_offset(s, f).map(u64::from);
         Ok(KernelLayout {
             task_files: m("task_struct", "files")?,

@@ -7,8 +7,8 @@ use tracer_common::{
     StatusEvent, TcpConnectEvent,
 };
 
-use crate::errno;
-use crate::sockaddr::Target;
+use crate::kernel::errno;
+use crate::kernel::sockaddr::Target;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {

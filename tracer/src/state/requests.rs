@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use tracer_common::request::close;
 use tracer_common::{ConnCloseEvent, RequestEvent};
 
-use crate::sockaddr::Target;
+use crate::kernel::sockaddr::Target;
 
 /// Most (pid, fd) → target entries kept (see `record_connect`).
 const FD_TARGETS_MAX: usize = 262_144;

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
 
-use crate::events::Connect;
-use crate::listeners::{Listener, Owner};
-use crate::sockaddr::Target;
+use crate::host::listeners::{Listener, Owner};
+use crate::kernel::events::Connect;
+use crate::kernel::sockaddr::Target;
 
 /// Count, first and last time (monotonic ns) of one errno on one target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,17 +6,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 
-use crate::collector::tcp::{key_of, ListenerKey};
-use crate::collector::{ConnectStats, ListenerView, Requests, TcpStats};
-use crate::correlate::{Cause, CauseKind, Correlator};
-use crate::env::Env;
-use crate::events::{Connect, Event, TcpConnect};
-use crate::load::ProbeStatus;
+use crate::diagnosis::join::{Cause, CauseKind, Correlator};
+use crate::host::env::Env;
+use crate::host::record::Mark;
+use crate::host::timebase::Timebase;
+use crate::kernel::events::{Connect, Event, TcpConnect};
+use crate::kernel::load::ProbeStatus;
+use crate::kernel::sockaddr::Target;
+use crate::kernel::source::Lost;
 use crate::output::{ConnectFailed, Output, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, UpstreamClose};
-use crate::record::Mark;
-use crate::sockaddr::Target;
-use crate::source::Lost;
-use crate::timebase::Timebase;
+use crate::state::tcp::{key_of, ListenerKey};
+use crate::state::{ConnectStats, ListenerView, Requests, TcpStats};
 use tracer_common::request::close;
 
 /// How often a target's worker list (listener owner + its children) is refreshed at most.
@@ -46,10 +46,10 @@ pub struct Session {
     /// When each target's workers were last listed.
     workers_listed: HashMap<Target, u64>,
     /// Target → its listener (inode), for the worker list.
-    serving: Expiring<Target, Option<crate::listeners::Listener>>,
+    serving: Expiring<Target, Option<crate::host::listeners::Listener>>,
     /// Listener inode → owner: a /proc/*/fd scan, far too costly to repeat per sample on a host
     /// with many fds.
-    owners: Expiring<u32, Option<crate::listeners::Owner>>,
+    owners: Expiring<u32, Option<crate::host::listeners::Owner>>,
     /// Listener inode → the (pid, fd) seen calling listen() on it: where its owner is looked for
     /// first.
     listen_calls: HashMap<u32, (u32, i32)>,
@@ -119,7 +119,7 @@ impl Session {
     }
 
     /// The owner of listener `inode`, looked up again at most every OWNER_TTL_NS.
-    fn owner(&mut self, inode: u32, now: u64) -> Option<crate::listeners::Owner> {
+    fn owner(&mut self, inode: u32, now: u64) -> Option<crate::host::listeners::Owner> {
         let (env, listen) = (&mut self.env, self.listen_calls.get(&inode).copied());
         self.owners.get_or_insert_with(inode, now, || env.owner_of(inode, listen))
     }
@@ -250,21 +250,21 @@ impl Session {
                     let target = self.requests.target_of(e.hdr.pid, e.fd).cloned();
                     self.correlator.cause(Cause { ts_ns: e.hdr.ts_ns, pid: e.hdr.pid, kind, target, age_ns: e.request_age_ns, idle_ns: e.idle_ns });
                 }
-                self.requests.record_close(&e, crate::events::comm(&e.hdr));
+                self.requests.record_close(&e, crate::kernel::events::comm(&e.hdr));
             }
             Event::Signal(s) => self.requests.record_signal(
                 s.hdr.ts_ns,
                 s.target_pid as u32,
-                crate::events::comm_str(&s.target_comm),
+                crate::kernel::events::comm_str(&s.target_comm),
                 s.sig,
                 s.code,
                 s.hdr.pid,
-                crate::events::comm(&s.hdr),
+                crate::kernel::events::comm(&s.hdr),
             ),
-            Event::Exit(x) => self.requests.record_exit(x.hdr.ts_ns, x.hdr.pid, crate::events::comm(&x.hdr)),
+            Event::Exit(x) => self.requests.record_exit(x.hdr.ts_ns, x.hdr.pid, crate::kernel::events::comm(&x.hdr)),
             Event::Fork(f) => self.requests.record_fork(f.hdr.pid, f.child_pid),
             Event::Accept(a) => {
-                let local = SocketAddr::new(crate::events::ip(a.peer_family, &a.local_addr), a.local_port);
+                let local = SocketAddr::new(crate::kernel::events::ip(a.peer_family, &a.local_addr), a.local_port);
                 self.tcp.record_accept(key_of(&local), local, a.wait_ns);
             }
             Event::Status(s) => self.correlator.status(s.hdr.ts_ns, s.hdr.pid, s.fd, s.status),
@@ -303,12 +303,12 @@ impl Session {
     fn summary(&mut self, source: impl FnOnce() -> (u64, Lost), is_final: bool) -> io::Result<()> {
         self.source_stats = self.env.source_stats(source);
         let nstat = self.env.nstat();
-        let tcp_of = |t: &crate::collector::TargetStats| match t.target {
+        let tcp_of = |t: &crate::state::TargetStats| match t.target {
             Target::Inet(a) => self.tcp.targets.get(&a),
             _ => None,
         };
-        let requests_of = |t: &crate::collector::TargetStats| self.requests.targets.get(&t.target);
-        let summary = |t: &crate::collector::TargetStats| TargetSummary::new(t, tcp_of(t), requests_of(t), &self.tb, is_final);
+        let requests_of = |t: &crate::state::TargetStats| self.requests.targets.get(&t.target);
+        let summary = |t: &crate::state::TargetStats| TargetSummary::new(t, tcp_of(t), requests_of(t), &self.tb, is_final);
         let targets: Vec<TargetSummary> =
             if is_final { self.stats.targets().map(summary).collect() } else { self.stats.take_dirty().iter().map(summary).collect() };
         let listeners: Vec<TcpListenerSummary> = if is_final {
@@ -323,7 +323,7 @@ impl Session {
             lost: self.source_stats.1.clone(),
             untracked_connects: self.stats.untracked + self.tcp.untracked,
             probes: self.probes.clone(),
-            node_counters: crate::netstat::delta(&self.nstat_start, &nstat),
+            node_counters: crate::host::netstat::delta(&self.nstat_start, &nstat),
         };
         self.out.summary(&targets, &listeners, &stats)
     }

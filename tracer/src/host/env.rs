@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::listeners::{self, Listener, Owner};
-use crate::record::{Mark, Record, Recorder};
-use crate::sockaddr::Target;
-use crate::source::Lost;
-use crate::timebase::Timebase;
+use crate::host::listeners::{self, Listener, Owner};
+use crate::host::record::{Mark, Record, Recorder};
+use crate::host::timebase::Timebase;
+use crate::kernel::sockaddr::Target;
+use crate::kernel::source::Lost;
 
 pub struct Env {
     /// Recorded answers per (question, argument), each in the order they were given: a newer
@@ -128,7 +128,7 @@ impl Env {
     }
 
     pub fn nstat(&mut self) -> BTreeMap<String, u64> {
-        self.answer("nstat", String::new(), crate::netstat::read)
+        self.answer("nstat", String::new(), crate::host::netstat::read)
     }
 
     /// Events decoded and lost so far (from the live source).

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::listeners::{ppid, process_comm};
+use crate::host::listeners::{ppid, process_comm};
 
 /// What was found (or given by flags).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -20,7 +20,7 @@ use netlink_packet_sock_diag::{
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
 use serde::{Deserialize, Serialize};
 
-use crate::sockaddr::Target;
+use crate::kernel::sockaddr::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiagError {

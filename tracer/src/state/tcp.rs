@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use tracer_common::tcp::outcome;
 
 use super::ListenerView;
-use crate::events::TcpConnect;
+use crate::kernel::events::TcpConnect;
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds")

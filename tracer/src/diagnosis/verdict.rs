@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::collector::requests::{Cause as DeathCause, CutRequest};
-use crate::correlate::{CauseKind, Status};
-use crate::errno;
+use crate::diagnosis::join::{CauseKind, Status};
+use crate::kernel::errno;
+use crate::kernel::sockaddr::Target;
 use crate::nginx::Discovery;
 use crate::output::terminal::human_us;
-use crate::session::Session;
-use crate::sockaddr::Target;
+use crate::state::requests::{Cause as DeathCause, CutRequest};
+use crate::state::session::Session;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Verdict {
@@ -97,7 +97,7 @@ fn verdict_kind(s: &Session, st: &Status) -> &'static str {
         CauseKind::TcpRefused => "nothing_listening",
         CauseKind::ConnectTimeout => {
             let full = c.target.as_ref().and_then(|t| match t {
-                Target::Inet(a) => s.tcp.listeners.get(&crate::collector::tcp::key_of(a)),
+                Target::Inet(a) => s.tcp.listeners.get(&crate::state::tcp::key_of(a)),
                 _ => None,
             });
             if full.is_some_and(|l| l.overflowing()) {
@@ -128,7 +128,7 @@ fn median(mut v: Vec<u64>) -> u64 {
 }
 
 /// `(gunicorn pid 12, listen(16), somaxconn 4096)` from a listener view.
-fn owner_text(v: &crate::collector::ListenerView) -> String {
+fn owner_text(v: &crate::state::ListenerView) -> String {
     let mut p = Vec::new();
     if let Some(o) = &v.owner {
         p.push(format!("{} pid {}", o.comm, o.pid));
@@ -202,7 +202,7 @@ fn build_verdict(s: &Session, nginx: &Discovery, kind: &'static str, target: &st
         }
         "tcp_accept_queue_full" => {
             let l = causes.first().and_then(|c| match &c.target {
-                Some(Target::Inet(a)) => s.tcp.listeners.get(&crate::collector::tcp::key_of(a)),
+                Some(Target::Inet(a)) => s.tcp.listeners.get(&crate::state::tcp::key_of(a)),
                 _ => None,
             });
             let (syn, ack) = l.map_or((0, 0), |l| (l.syn_drops, l.ack_drops));

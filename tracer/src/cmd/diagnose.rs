@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 
 use crate::cli::{DiagnoseArgs, NginxArgs, RecordArgs, ReportArgs, ReportOutputArgs, TraceArgs};
-use crate::env::Env;
-use crate::events::Event;
+use crate::cmd::watch::{run_live, LiveRun};
+use crate::diagnosis::verdict::{self, Report};
+use crate::host::env::Env;
+use crate::host::record::{self, Mark, Record};
+use crate::host::timebase::Timebase;
+use crate::kernel::events::Event;
 use crate::nginx::{self, Discovery, ErrorLog};
 use crate::output::{html, report, Quiet};
-use crate::record::{self, Mark, Record};
-use crate::session::Session;
-use crate::timebase::Timebase;
-use crate::verdict::{self, Report};
-use crate::watch::{run_live, LiveRun};
+use crate::state::session::Session;
 
 fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();

@@ -29,7 +29,7 @@ pub struct Meta {
     /// CLOCK_REALTIME − CLOCK_MONOTONIC at the start, ns.
     pub timebase_offset_ns: i64,
     pub filter: String,
-    pub probes: Vec<crate::load::ProbeStatus>,
+    pub probes: Vec<crate::kernel::load::ProbeStatus>,
     pub nginx: Option<crate::nginx::Discovery>,
 }
 
@@ -133,7 +133,7 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<(Meta, Vec<Record>)> {
         match tag {
             TAG_META if meta.is_none() => meta = Some(serde_json::from_slice(payload).with_context(|| format!("corrupt header at byte {off}"))?),
             TAG_EVENT => {
-                crate::events::Event::decode(payload).with_context(|| format!("corrupt event at byte {off}"))?;
+                crate::kernel::events::Event::decode(payload).with_context(|| format!("corrupt event at byte {off}"))?;
                 records.push(Record::Event(payload.to_vec()));
             }
             TAG_ANSWER => {

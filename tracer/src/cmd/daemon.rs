@@ -10,12 +10,12 @@ use anyhow::Context as _;
 use axum::{routing::get, Router};
 
 use crate::cli::{DaemonArgs, TraceArgs};
+use crate::cmd::watch::{run_live, LiveHooks, LiveRun};
 use crate::output::jsonl::JsonLines;
 use crate::output::prometheus::Metrics;
 use crate::output::rotating::RotatingFile;
 use crate::output::{Output, Quiet};
-use crate::session::Session;
-use crate::watch::{run_live, LiveHooks, LiveRun};
+use crate::state::session::Session;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
@@ -147,7 +147,7 @@ pub async fn run(cli: DaemonArgs) -> anyhow::Result<()> {
     .await;
     server.abort();
     let mut session = session?;
-    session.env.mark(crate::record::Mark::End);
+    session.env.mark(crate::host::record::Mark::End);
     eprintln!("tracer: detached");
     Ok(())
 }
@@ -156,7 +156,7 @@ pub async fn run(cli: DaemonArgs) -> anyhow::Result<()> {
 mod tests {
     #[test]
     fn the_packaged_config_is_valid() {
-        let a: crate::cli::DaemonArgs = toml::from_str(include_str!("../../packaging/upstream-tracer.toml")).unwrap();
+        let a: crate::cli::DaemonArgs = toml::from_str(include_str!("../../../packaging/upstream-tracer.toml")).unwrap();
         assert_eq!(a.listen, Some("127.0.0.1:9477".parse().unwrap()));
         assert_eq!(a.map_entries, Some(65536));
     }

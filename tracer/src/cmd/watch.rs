@@ -9,14 +9,14 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{TraceArgs, WatchArgs};
-use crate::env::Env;
-use crate::listeners;
-use crate::load::{self, Filter, CONNECT_PROBES, REQUEST_PROBES, TCP_PROBES};
+use crate::host::env::Env;
+use crate::host::listeners;
+use crate::host::record::{Meta, Recorder};
+use crate::host::timebase::Timebase;
+use crate::kernel::load::{self, Filter, CONNECT_PROBES, REQUEST_PROBES, TCP_PROBES};
+use crate::kernel::source::Source;
 use crate::output::{jsonl::JsonLines, terminal::Terminal, Output};
-use crate::record::{Meta, Recorder};
-use crate::session::Session;
-use crate::source::Source;
-use crate::timebase::Timebase;
+use crate::state::session::Session;
 
 /// Build the in-kernel filter from the flags: `--pid` covers the process and its children now.
 pub fn filter(args: &TraceArgs) -> anyhow::Result<Filter> {
@@ -189,7 +189,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         hooks: None,
     })
     .await?;
-    s.env.mark(crate::record::Mark::End);
+    s.env.mark(crate::host::record::Mark::End);
     io::Write::flush(&mut io::stdout())?;
     Ok(())
 }

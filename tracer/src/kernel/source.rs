@@ -6,7 +6,7 @@ use aya::Ebpf;
 use tokio::io::unix::AsyncFd;
 use tracer_common::counters;
 
-use crate::events::Event;
+use crate::kernel::events::Event;
 
 pub struct Source {
     ring: AsyncFd<RingBuf<MapData>>,
