@@ -12,6 +12,7 @@
 //! - `cmd`: one module per subcommand, `config` the validated settings they share.
 
 pub mod cli;
+pub mod codes;
 pub mod cmd;
 pub mod diagnosis;
 pub mod host;

@@ -52,7 +52,7 @@ pub struct Report {
     /// Upstream failures nginx absorbed (retried) without an error to the client.
     pub absorbed: BTreeMap<String, u64>,
     /// nginx's error log, counted by kind of upstream error, for comparison.
-    pub error_log: BTreeMap<String, u64>,
+    pub error_log: BTreeMap<crate::nginx::ErrorKind, u64>,
     /// One row per upstream target.
     pub upstreams: Vec<UpstreamRow>,
     /// Every 502/504 with its time and cause (for the timeline).
@@ -307,8 +307,8 @@ pub fn build(s: &Session, nginx: &Discovery, error_lines: &[String]) -> Report {
         .collect();
     let mut error_log = BTreeMap::new();
     for l in error_lines {
-        if let Some(k) = crate::nginx::classify_error_line(l) {
-            *error_log.entry(k.to_string()).or_insert(0) += 1;
+        if let Some(k) = crate::nginx::ErrorKind::of_line(l) {
+            *error_log.entry(k).or_insert(0) += 1;
         }
     }
     let timeline = statuses
