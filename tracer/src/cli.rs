@@ -57,14 +57,15 @@ CONFIG (TOML, keys are the flag names; flags win):
     Daemon(DaemonArgs),
 }
 
-/// Daemon settings: each flag may also come from the config file (same name); flags win.
-#[derive(Args, Debug, Clone, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+/// `tracer daemon`. Every flag may also come from the config file (same name as key); flags win.
+#[derive(Args, Debug, Clone, Default)]
+#[command(args_override_self = true)]
 pub struct DaemonArgs {
     /// TOML config file (re-read on SIGHUP).
     #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
     /// Where to serve /metrics and /healthz [default: 127.0.0.1:9477].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
@@ -80,57 +81,54 @@ pub struct DaemonArgs {
     /// Upstream/listener label values exported as such; the rest become "other" [default: 50].
     #[arg(long, value_name = "N")]
     pub max_upstream_labels: Option<usize>,
-    /// Trace only processes with this name ('*' = any) [default: nginx].
-    #[arg(long, value_name = "NAME")]
-    pub comm: Option<String>,
-    /// Trace only processes in this cgroup (v2 directory).
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
-    /// Ring buffer size in KiB [default: 4096].
-    #[arg(long, value_parser = parse_ringbuf_kib, value_name = "KIB")]
-    pub ringbuf_kib: Option<u32>,
-    /// Most upstream targets kept in memory [default: 4096].
-    #[arg(long, value_name = "N")]
-    pub max_targets: Option<usize>,
-    /// Size of each per-connection kernel map [default: 65536] (the fd → connection map gets
-    /// twice as many, so a close can tell that a connection's state was evicted).
-    #[arg(long, value_name = "N")]
-    pub map_entries: Option<u32>,
 }
 
-/// Which processes to trace and for how long (shared by watch, diagnose, record).
-#[derive(Args, Debug, Clone)]
+/// Which processes to trace and with what resources (every tracing subcommand). Defaults are in
+/// `config::defaults`; the help text names them (a unit test keeps the two equal).
+#[derive(Args, Debug, Clone, Default)]
 pub struct TraceArgs {
     /// Trace only this process and its children at start (repeatable).
     #[arg(long, short = 'p', value_name = "PID")]
     pub pid: Vec<u32>,
-    /// Trace only processes with this name ('*' = any process).
-    #[arg(long, default_value = "nginx", value_name = "NAME")]
-    pub comm: String,
+    /// Trace only processes with this name ('*' = any process) [default: nginx].
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
     /// Trace only processes in this cgroup (v2 directory, e.g. /sys/fs/cgroup/unified/system.slice/nginx.service).
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
+    /// Ring buffer size in KiB (a power of two, at least 4 pages) [default: 4096].
+    #[arg(long, value_parser = parse_ringbuf_kib, value_name = "KIB")]
+    pub ringbuf_kib: Option<u32>,
+    /// Most upstream targets itemised; connects to more are counted as untracked [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_targets: Option<usize>,
+    /// Size of each per-connection kernel map (LRU: the oldest entry goes when full, and is
+    /// counted; the fd → connection map gets twice as many) [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub map_entries: Option<u32>,
+    /// Create this file once every probe is attached (for scripts and tests that wait for the
+    /// tracer); removed at exit.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// How long to trace.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DurationArgs {
     /// Stop after this long (e.g. 30s, 2m, 500ms); default: until Ctrl-C.
     #[arg(long, short = 'd', value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
-    /// Ring buffer size in KiB (a power of two, at least 4 pages).
-    #[arg(long, default_value_t = 4096, value_parser = parse_ringbuf_kib, value_name = "KIB")]
-    pub ringbuf_kib: u32,
-    /// Most upstream targets itemised; connects to more are counted as untracked.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub max_targets: usize,
-    /// Size of each per-connection kernel map (LRU: the oldest entry goes when full, and is counted).
-    #[arg(long, value_name = "N")]
-    pub map_entries: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
-    /// How often to print the running summary.
-    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
-    pub interval: Duration,
+    #[command(flatten)]
+    pub duration: DurationArgs,
+    /// How often to print the running summary [default: 2s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<Duration>,
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -169,6 +167,8 @@ pub struct DiagnoseArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
     #[command(flatten)]
+    pub duration: DurationArgs,
+    #[command(flatten)]
     pub nginx: NginxArgs,
     #[command(flatten)]
     pub output: ReportOutputArgs,
@@ -178,6 +178,8 @@ pub struct DiagnoseArgs {
 pub struct RecordArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
+    #[command(flatten)]
+    pub duration: DurationArgs,
     /// The record file to write.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output_file: PathBuf,
@@ -216,7 +218,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
+pub fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if v < 16 || !v.is_power_of_two() || v > 1 << 20 {
         return Err(format!("{v}: must be a power of two between 16 and 1048576"));

@@ -8,16 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
-use crate::cli::{DiagnoseArgs, NginxArgs, RecordArgs, ReportArgs, ReportOutputArgs, TraceArgs};
-use crate::cmd::watch::{run_live, LiveRun};
-use crate::diagnosis::verdict::{self, Report};
+use crate::cli::{DiagnoseArgs, RecordArgs, ReportArgs, ReportOutputArgs};
+use crate::cmd::live::{run_live, LiveRun};
+use crate::config::DiagnoseConfig;
+use crate::diagnosis::report::{self, Report};
 use crate::host::env::Env;
 use crate::host::record::{self, Mark, Record};
 use crate::host::timebase::Timebase;
 use crate::kernel::events::Event;
 use crate::nginx::{self, Discovery, ErrorLog};
-use crate::output::{html, report, Quiet};
-use crate::state::session::Session;
+use crate::output::{html, report as text, Quiet};
+use crate::session::Session;
 
 fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
@@ -25,7 +26,7 @@ fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
         serde_json::to_writer(&mut out, r)?;
         writeln!(out)?;
     } else {
-        report::write_text(&mut out, r)?;
+        text::write_text(&mut out, r)?;
     }
     if let Some(p) = &o.html {
         std::fs::write(p, html::render(r)).with_context(|| format!("writing {}", p.display()))?;
@@ -34,13 +35,14 @@ fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn live(trace: &TraceArgs, nginx_args: &NginxArgs, output: &ReportOutputArgs, record: Option<&Path>) -> anyhow::Result<()> {
-    let found = nginx::discover(&trace.pid, nginx_args.nginx_conf.as_deref(), nginx_args.error_log.as_deref(), nginx_args.access_log.as_deref());
+async fn live(c: &DiagnoseConfig) -> anyhow::Result<()> {
+    let n = &c.nginx;
+    let found = nginx::discover(&c.trace.pids, n.nginx_conf.as_deref(), n.error_log.as_deref(), n.access_log.as_deref());
     eprintln!(
         "tracer: nginx masters {:?}, error log {}, {}",
         found.masters,
         found.error_logs.first().map(String::as_str).unwrap_or("(not found: 5xx are still seen in the kernel)"),
-        match trace.duration {
+        match c.trace.duration {
             Some(d) => format!("diagnosing for {} s", d.as_secs_f64()),
             None => "diagnosing until Ctrl-C".into(),
         }
@@ -49,34 +51,29 @@ async fn live(trace: &TraceArgs, nginx_args: &NginxArgs, output: &ReportOutputAr
     let logs: Arc<Mutex<Vec<ErrorLog>>> = Arc::default();
     let paths = found.error_logs.clone();
     let logs_ready = logs.clone();
-    let session = run_live(LiveRun {
-        trace,
-        interval: std::time::Duration::from_secs(2),
+    let run = LiveRun {
         out: Box::new(Quiet),
-        all_connections: false,
-        record,
+        record: c.record.as_deref(),
         nginx: Some(found.clone()),
         hooks: None,
         on_ready: Box::new(move || {
             *logs_ready.lock().expect("not poisoned") = paths.iter().map(|p| ErrorLog::open_at_end(Path::new(p))).collect();
         }),
-    })
-    .await;
-    let mut session = session?;
-    let lines = session.env.error_log_lines(|| logs.lock().expect("not poisoned").iter_mut().flat_map(|l| l.new_lines()).collect());
-    session.env.mark(Mark::End);
-    let r = verdict::build(&session, &found, &lines);
-    show(&r, output)
+    };
+    let mut session = run_live(&c.trace, run).await?;
+    let lines = session.env().error_log_lines(|| logs.lock().expect("not poisoned").iter_mut().flat_map(|l| l.new_lines()).collect());
+    session.env().mark(Mark::End);
+    show(&report::build(&session.view(), &found, &lines), &c.output)
 }
 
 /// `tracer diagnose`.
 pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<()> {
-    live(&args.trace, &args.nginx, &args.output, None).await
+    live(&DiagnoseConfig::diagnose(&args)?).await
 }
 
 /// `tracer record -o FILE`.
 pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
-    live(&args.trace, &args.nginx, &args.output, Some(&args.output_file)).await?;
+    live(&DiagnoseConfig::record(&args)?).await?;
     eprintln!("tracer: recorded to {}", args.output_file.display());
     Ok(())
 }
@@ -85,7 +82,7 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
 pub fn replay(path: &Path) -> anyhow::Result<Report> {
     let (meta, records) = record::read(path)?;
     let tb = Timebase::with_offset_ns(meta.timebase_offset_ns as i128);
-    let mut s = Session::new(Env::replay(&records), tb, meta.probes.clone(), Box::new(Quiet), 4096, false);
+    let mut s = Session::new(Env::replay(&records), tb, meta.probes.clone(), Box::new(Quiet), crate::config::defaults::MAX_TARGETS, false);
     for r in &records {
         match r {
             Record::Event(raw) => s.handle(Event::decode(raw)?, raw)?,
@@ -95,18 +92,19 @@ pub fn replay(path: &Path) -> anyhow::Result<Report> {
             Record::Answer { .. } => {}
         }
     }
-    let lines = s.env.error_log_lines(Vec::new);
-    if let Some(e) = s.env.replay_error.take() {
+    let lines = s.env().error_log_lines(Vec::new);
+    if let Some(e) = s.env().replay_error.take() {
         anyhow::bail!("{} does not replay with this tracer version: {e}", path.display());
     }
-    if s.env.unanswered > 0 {
+    if s.env().unanswered > 0 {
         eprintln!(
             "tracer: {} questions this version asks were not in the recording (made by {}); they were answered with nothing",
-            s.env.unanswered, meta.tracer_version
+            s.env().unanswered,
+            meta.tracer_version
         );
     }
     let nginx = meta.nginx.unwrap_or_else(Discovery::default);
-    Ok(verdict::build(&s, &nginx, &lines))
+    Ok(report::build(&s.view(), &nginx, &lines))
 }
 
 /// `tracer report FILE`.

@@ -7,48 +7,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Serialize;
 
-use crate::kernel::sockaddr::Target;
-
-/// What went wrong upstream, as the kernel saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CauseKind {
-    /// connect() failed with this errno (EAGAIN, ENOENT, EACCES, …).
-    ConnectError(i32),
-    /// TCP connect refused (RST in SYN_SENT).
-    TcpRefused,
-    /// TCP connect abandoned in SYN_SENT (proxy_connect_timeout).
-    ConnectTimeout,
-    /// The upstream closed while a request was outstanding.
-    Premature,
-    /// Request sent on a reused connection the upstream had closed.
-    KeepaliveRace,
-    /// nginx closed the upstream connection with a request outstanding (read/send timeout).
-    ProxyAbort,
-}
-
-impl CauseKind {
-    /// The status nginx answers with for this cause.
-    pub fn status(self) -> u16 {
-        match self {
-            CauseKind::ConnectTimeout | CauseKind::ProxyAbort => 504,
-            _ => 502,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Cause {
-    pub ts_ns: u64,
-    /// The nginx worker.
-    pub pid: u32,
-    pub kind: CauseKind,
-    pub target: Option<Target>,
-    /// Request age at the close (premature, race, abort) or connect duration.
-    pub age_ns: u64,
-    /// Idle time before reuse (races).
-    pub idle_ns: u64,
-}
+pub use crate::state::cause::{Cause, CauseKind};
+use crate::state::requests::FORWARD_WINDOW_NS;
 
 /// A 5xx status line, and what caused it (None: unexplained).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -76,6 +36,7 @@ pub struct Correlator {
     /// Causes never followed by a status line: nginx retried elsewhere or silently (idempotent
     /// request on a failed keep-alive connection), so the client did not get an error.
     pub absorbed: BTreeMap<CauseKind, u64>,
+    finished: bool,
 }
 
 impl Correlator {
@@ -104,13 +65,20 @@ impl Correlator {
         }
     }
 
-    /// Hand over the statuses seen so far (the daemon counts them and keeps nothing).
-    pub fn drain_statuses(&mut self) -> Vec<Status> {
-        std::mem::take(&mut self.statuses)
+    /// Hand over the statuses whose verdict can no longer change (the daemon counts them and
+    /// keeps nothing): a cut request's worker death may show up to `FORWARD_WINDOW_NS` after it,
+    /// so a status is handed over once that long has passed at `now_ns`; after `finish`, all.
+    pub fn take_settled(&mut self, now_ns: u64) -> Vec<Status> {
+        let finished = self.finished;
+        let settled = |st: &Status| finished || now_ns.saturating_sub(st.ts_ns) > FORWARD_WINDOW_NS;
+        let (out, keep) = std::mem::take(&mut self.statuses).into_iter().partition(settled);
+        self.statuses = keep;
+        out
     }
 
     /// At the end: whatever is still pending was absorbed.
     pub fn finish(&mut self) {
+        self.finished = true;
         for q in self.pending.values_mut() {
             for c in q.drain(..) {
                 *self.absorbed.entry(c.kind).or_default() += 1;
@@ -149,8 +117,12 @@ mod tests {
         c.cause(cause(0, 1, CauseKind::KeepaliveRace));
         c.cause(cause(3_000_000_000, 1, CauseKind::ConnectError(11)));
         c.status(3_000_000_100, 1, 5, 502);
+        assert!(c.take_settled(3_000_000_100).is_empty(), "its cut request may still be explained");
+        let settled = c.take_settled(4_100_000_000);
+        assert_eq!(settled.len(), 1, "settled a second later");
+        assert_eq!(settled[0].cause.as_ref().unwrap().kind, CauseKind::ConnectError(11));
         c.finish();
         assert_eq!(c.absorbed[&CauseKind::KeepaliveRace], 1);
-        assert_eq!(c.statuses[0].cause.as_ref().unwrap().kind, CauseKind::ConnectError(11));
+        assert!(c.statuses.is_empty(), "handed over");
     }
 }

@@ -1,4 +1,5 @@
 //! From 502/504 to root cause: each status line joined to the kernel event before it (`join`),
-//! then grouped into verdicts with proof and fix (`verdict`).
+//! classified and explained per root cause (`verdict`), and the whole picture (`report`).
 pub mod join;
+pub mod report;
 pub mod verdict;

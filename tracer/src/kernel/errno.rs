@@ -1,4 +1,5 @@
-//! Names and meanings of the connect() errors that matter in front of an upstream.
+//! Names and meanings of the connect() errors that matter in front of an upstream, and the names
+//! of the signals that end workers.
 
 /// (errno, name, what it means for an upstream)
 const KNOWN: &[(i32, &str, &str)] = &[
@@ -32,6 +33,20 @@ pub fn meaning(errno: i32) -> &'static str {
 /// Results of a connect() that are not failures of the connection attempt.
 pub fn is_in_progress(errno: i32) -> bool {
     errno == libc::EINPROGRESS || errno == libc::EALREADY || errno == libc::EISCONN
+}
+
+/// `SIGKILL`, or `SIG?` for one we do not name.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        _ => "SIG?",
+    }
 }
 
 #[cfg(test)]

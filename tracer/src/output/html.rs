@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::diagnosis::verdict::Report;
+use crate::diagnosis::report::Report;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -29,7 +29,7 @@ pub fn render(r: &Report) -> String {
     );
     h.push_str("<h2>Verdicts</h2>");
     for v in &r.verdicts {
-        let _ = write!(h, "<div class=\"v\"><b>{}</b> — {}<br>{}<ul>", esc(v.kind), esc(&v.target), esc(&v.proof));
+        let _ = write!(h, "<div class=\"v\"><b>{}</b> — {}<br>{}<ul>", esc(v.kind.as_str()), esc(&v.target), esc(&v.proof));
         for e in &v.evidence {
             let _ = write!(h, "<li>{}</li>", esc(e));
         }
@@ -74,7 +74,7 @@ fn timeline(r: &Report) -> String {
     rows.sort();
     rows.dedup();
     let kinds: Vec<&str> = {
-        let mut k: Vec<&str> = r.timeline.iter().map(|t| t.verdict.unwrap_or("unexplained")).collect();
+        let mut k: Vec<&str> = r.timeline.iter().map(|t| t.verdict.map_or("unexplained", |v| v.as_str())).collect();
         k.sort();
         k.dedup();
         k
@@ -97,7 +97,7 @@ fn timeline(r: &Report) -> String {
         let row = t.target.clone().unwrap_or_else(|| "(unexplained)".into());
         let y = 30.0 + row_h * rows.iter().position(|r| *r == row).unwrap_or(0) as f64;
         let x = left + width * (t.time - t0) / span;
-        let kind = t.verdict.unwrap_or("unexplained");
+        let kind = t.verdict.map_or("unexplained", |v| v.as_str());
         let _ = write!(
             s,
             "<circle class=\"mark status-{}\" cx=\"{x:.1}\" cy=\"{y}\" r=\"4\" fill=\"{}\" fill-opacity=\"0.6\"><title>{} {} at +{:.3} s</title></circle>",

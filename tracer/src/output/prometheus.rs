@@ -12,7 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::state::session::Session;
+use crate::diagnosis::join::Status;
+use crate::diagnosis::verdict;
+use crate::session::{RequestSample, View};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -122,10 +124,11 @@ impl Metrics {
         }
     }
 
-    /// Bring the metrics up to date with the session (called after every batch).
-    pub fn update(&mut self, s: &mut Session) {
+    /// Bring the metrics up to date with the session (called after every batch) and count the
+    /// 502/504s whose cause has settled and the requests completed since the last call.
+    pub fn update(&mut self, s: &View, statuses: &[Status], samples: &[RequestSample]) {
         let seen = &mut self.seen;
-        for t in s.stats.targets() {
+        for t in s.state.connects.targets() {
             let up = self.cap.label(&t.target.to_string());
             Self::to_total(seen, "connects", &self.connects, vec![("upstream", up.clone())], t.connects);
             for (errno, e) in &t.errors {
@@ -138,12 +141,12 @@ impl Metrics {
                 Self::to_total(seen, "overflow", &self.overflows, labels, eagain);
             }
         }
-        for l in s.tcp.listeners.values() {
+        for l in s.state.tcp.listeners.values() {
             let name = self.cap.label(&l.name());
             Self::to_total(seen, "overflow", &self.overflows, vec![("listener", name.clone()), ("kind", "tcp_syn".into())], l.syn_drops);
             Self::to_total(seen, "overflow", &self.overflows, vec![("listener", name), ("kind", "tcp_ack".into())], l.ack_drops);
         }
-        for (target, r) in &s.requests.targets {
+        for (target, r) in &s.state.requests.targets {
             let up = self.cap.label(&target.to_string());
             for (class, n) in &r.closes {
                 let class = match *class {
@@ -155,21 +158,19 @@ impl Metrics {
                 Self::to_total(seen, "closes", &self.closes, vec![("upstream", up.clone()), ("class", class.into())], *n);
             }
         }
-        for st in s.correlator.drain_statuses() {
+        for st in statuses {
             let (up, cause) = match &st.cause {
-                Some(c) => (c.target.as_ref().map_or("unknown".into(), |t| self.cap.label(&t.to_string())), format!("{:?}", c.kind)),
-                None => ("unknown".into(), "unexplained".into()),
+                Some(c) => (c.target.as_ref().map_or("unknown".into(), |t| self.cap.label(&t.to_string())), verdict::classify(s, c).as_str()),
+                None => ("unknown".into(), "unexplained"),
             };
-            self.http_5xx.get_or_create(&vec![("upstream", up), ("status", st.status.to_string()), ("cause", cause)]).inc();
+            self.http_5xx.get_or_create(&vec![("upstream", up), ("status", st.status.to_string()), ("cause", cause.into())]).inc();
         }
-        if let Some(samples) = s.request_samples.as_mut() {
-            for (target, ttfb, total) in samples.drain(..) {
-                let up = target.map_or("unknown".into(), |t| self.cap.label(&t.to_string()));
-                self.ttfb.get_or_create(&vec![("upstream", up.clone())]).observe(ttfb as f64 / 1e9);
-                self.duration.get_or_create(&vec![("upstream", up)]).observe(total as f64 / 1e9);
-            }
+        for (target, ttfb, total) in samples {
+            let up = target.as_ref().map_or("unknown".into(), |t| self.cap.label(&t.to_string()));
+            self.ttfb.get_or_create(&vec![("upstream", up.clone())]).observe(*ttfb as f64 / 1e9);
+            self.duration.get_or_create(&vec![("upstream", up)]).observe(*total as f64 / 1e9);
         }
-        let (events, lost) = &s.source_stats;
+        let (events, lost) = (&s.events, s.lost);
         let last = seen.entry(("events", vec![])).or_insert(0);
         if *events > *last {
             self.events.inc_by(events - *last);
@@ -178,7 +179,7 @@ impl Metrics {
         for (reason, n) in lost.by_reason() {
             Self::to_total(seen, "lost", &self.lost, vec![("reason", reason.into())], n);
         }
-        for p in &s.probes {
+        for p in s.probes {
             self.probes.get_or_create(&vec![("program", p.program.clone()), ("tracepoint", p.tracepoint.clone())]).set(p.attached as i64);
         }
     }

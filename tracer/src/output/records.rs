@@ -174,19 +174,6 @@ pub struct WorkerDeath {
     pub cause: &'static str,
 }
 
-pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        6 => "SIGABRT",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        15 => "SIGTERM",
-        _ => "SIG?",
-    }
-}
-
 /// `{"type":"upstream_close", ...}`: a request the upstream cut short, or the proxy gave up on.
 #[derive(Clone, Debug, Serialize)]
 pub struct UpstreamClose {
@@ -241,11 +228,11 @@ impl UpstreamClose {
                 pid: d.pid,
                 comm: d.comm.clone(),
                 signal: d.signal.as_ref().map(|s| s.0),
-                signal_name: d.signal.as_ref().map(|s| signal_name(s.0)),
+                signal_name: d.signal.as_ref().map(|s| errno::signal_name(s.0)),
                 sender_pid: d.signal.as_ref().map(|s| s.1),
                 sender_comm: d.signal.as_ref().map(|s| s.2.clone()),
                 exited: d.exited,
-                cause: d.cause.name(),
+                cause: d.cause.as_str(),
             }),
         }
     }

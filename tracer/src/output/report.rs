@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use crate::diagnosis::verdict::Report;
+use crate::diagnosis::report::Report;
 
 pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
     writeln!(out, "\n=== upstream-tracer report ===")?;

@@ -1,13 +1,14 @@
 //! Per-upstream-target connect() statistics: attempts, failures by errno (with first/last time),
 //! connect() duration, and the listener behind the target as sampled while it was failing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
 use crate::host::listeners::{Listener, Owner};
 use crate::kernel::events::Connect;
 use crate::kernel::sockaddr::Target;
+use crate::state::lookups::Lookups;
 
 /// Count, first and last time (monotonic ns) of one errno on one target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,8 +131,6 @@ pub struct ConnectStats {
     targets: BTreeMap<Target, TargetStats>,
     max_targets: usize,
     pub untracked: u64,
-    /// Backlogs seen in listen() calls, by socket inode.
-    backlogs: HashMap<u32, i32>,
 }
 
 /// The window of `peak_burst`.
@@ -142,7 +141,7 @@ pub const SAMPLE_EVERY_NS: u64 = 100_000_000;
 
 impl ConnectStats {
     pub fn new(max_targets: usize) -> ConnectStats {
-        ConnectStats { targets: BTreeMap::new(), max_targets, untracked: 0, backlogs: HashMap::new() }
+        ConnectStats { targets: BTreeMap::new(), max_targets, untracked: 0 }
     }
 
     /// Account one connect(). Returns whether its target's listener should be sampled now.
@@ -174,33 +173,27 @@ impl ConnectStats {
         t.sampled_ns.is_none_or(|s| c.ts_ns.saturating_sub(s) >= SAMPLE_EVERY_NS)
     }
 
-    /// A listen() call: remember what the application asked for.
-    pub fn record_listen(&mut self, inode: u32, backlog: i32) {
-        self.backlogs.insert(inode, backlog);
+    /// A connect() by the proxy; its target's listener is sampled while it is failing: its queue
+    /// is what explains EAGAIN.
+    pub fn on_connect(&mut self, c: &Connect, host: &mut Lookups) {
+        if !self.record(c) {
+            return;
+        }
+        let l = host.env.listener_for(&c.target);
+        let now = host.now_ns();
+        let prev = self.targets.get(&c.target).and_then(|t| t.listener.clone());
+        let view = l.map(|l| host.listener_view(l, prev.as_ref(), now));
+        self.record_sample(&c.target, now, view);
     }
 
-    /// Store a listener sample for `target` taken at `now_ns`.
-    pub fn record_sample(
-        &mut self,
-        target: &Target,
-        now_ns: u64,
-        listener: Option<Listener>,
-        owner: impl FnOnce(u32) -> Option<Owner>,
-        somaxconn: Option<u32>,
-    ) {
-        let backlogs = &self.backlogs;
+    /// Store a listener sample for `target` taken at `now_ns` (None: no listener found).
+    pub fn record_sample(&mut self, target: &Target, now_ns: u64, view: Option<ListenerView>) {
         let Some(t) = self.targets.get_mut(target) else { return };
         t.sampled_ns = Some(now_ns);
-        let Some(l) = listener else { return };
-        t.peak_queue_len = t.peak_queue_len.max(l.queue_len);
-        let seen = backlogs.get(&l.inode).copied();
-        t.listener = Some(ListenerView::new(l, t.listener.as_ref(), seen, owner, somaxconn));
+        let Some(view) = view else { return };
+        t.peak_queue_len = t.peak_queue_len.max(view.listener.queue_len);
+        t.listener = Some(view);
         t.dirty = true;
-    }
-
-    /// The backlog seen in a listen() call on socket `inode`, if any.
-    pub fn backlog_seen(&self, inode: u32) -> Option<i32> {
-        self.backlogs.get(&inode).copied()
     }
 
     pub fn get(&self, target: &Target) -> Option<&TargetStats> {
@@ -251,25 +244,23 @@ mod tests {
         let mut s = ConnectStats::new(16);
         let t = Target::UnixPath(b"/a".to_vec());
         assert!(s.record(&connect("/a", 11, 1_000)));
-        s.record_sample(&t, 1_000, None, |_| None, Some(4096));
+        s.record_sample(&t, 1_000, None);
         assert!(!s.record(&connect("/a", 11, 2_000)));
         assert!(s.record(&connect("/a", 11, 1_000 + SAMPLE_EVERY_NS)));
     }
 
     #[test]
     fn backlog_traced_derived_or_lower_bound() {
+        let l = |inode, queue_max| Listener { inode, queue_len: 17, queue_max };
+        let backlog = |l, seen| ListenerView::new(l, None, seen, |_| None, Some(4096)).backlog;
+        assert_eq!(backlog(l(7, 16), None), Some(Backlog::Derived(16)));
+        assert_eq!(backlog(l(8, 4096), None), Some(Backlog::AtLeast(4096)));
+        assert_eq!(backlog(l(8, 4096), Some(10000)), Some(Backlog::Traced(10000)));
         let mut s = ConnectStats::new(16);
         let t = Target::UnixPath(b"/a".to_vec());
         s.record(&connect("/a", 11, 1));
-        let l = |inode, queue_max| Some(Listener { inode, queue_len: 17, queue_max });
-        s.record_sample(&t, 1, l(7, 16), |_| None, Some(4096));
-        assert_eq!(s.get(&t).unwrap().listener.as_ref().unwrap().backlog, Some(Backlog::Derived(16)));
+        s.record_sample(&t, 1, Some(ListenerView::new(l(7, 16), None, None, |_| None, Some(4096))));
         assert_eq!(s.get(&t).unwrap().peak_queue_len, 17);
-        s.record_sample(&t, 2, l(8, 4096), |_| None, Some(4096));
-        assert_eq!(s.get(&t).unwrap().listener.as_ref().unwrap().backlog, Some(Backlog::AtLeast(4096)));
-        s.record_listen(8, 10000);
-        s.record_sample(&t, 3, l(8, 4096), |_| None, Some(4096));
-        assert_eq!(s.get(&t).unwrap().listener.as_ref().unwrap().backlog, Some(Backlog::Traced(10000)));
     }
 
     #[test]

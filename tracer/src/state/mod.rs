@@ -1,7 +1,8 @@
-//! State built from the kernel events, one module per concern; `session` routes events to them.
+//! State built from the kernel events, one module per concern; the session (`crate::session`) routes events to them.
+pub mod cause;
 pub mod connects;
+pub mod lookups;
 pub mod requests;
-pub mod session;
 pub mod tcp;
 
 pub use connects::{Backlog, ConnectStats, ListenerView, TargetStats};

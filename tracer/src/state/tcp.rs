@@ -10,6 +10,9 @@ use tracer_common::tcp::outcome;
 
 use super::ListenerView;
 use crate::kernel::events::TcpConnect;
+use crate::state::cause::{Cause, CauseKind};
+use crate::state::lookups::Lookups;
+use tracer_common::{AcceptEvent, ListenOverflowEvent};
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds")
@@ -207,6 +210,64 @@ impl TcpStats {
             l.view = Some(view);
             l.dirty = true;
         }
+    }
+
+    /// A TCP connect attempt left SYN_SENT: account it (to its listener too, when that is on
+    /// this host, sampling the queue while it overflows) and name its cause if it failed.
+    pub fn on_connect(&mut self, c: &TcpConnect, host: &mut Lookups) -> Option<Cause> {
+        let listener = host.local_listener(c.remote);
+        self.record_connect(c, listener.is_some());
+        if let Some(addr) = listener {
+            self.sample(key_of(&c.remote), addr, host);
+        }
+        let kind = match c.outcome {
+            outcome::REFUSED => CauseKind::TcpRefused,
+            outcome::ABANDONED => CauseKind::ConnectTimeout,
+            _ => return None,
+        };
+        Some(Cause {
+            ts_ns: c.ts_ns,
+            pid: c.pid,
+            kind,
+            target: Some(crate::kernel::sockaddr::Target::Inet(c.remote)),
+            age_ns: c.latency_ns,
+            idle_ns: 0,
+        })
+    }
+
+    /// A final ACK dropped at a full accept queue.
+    pub fn on_ack_drop(&mut self, o: &ListenOverflowEvent, host: &mut Lookups) {
+        let v6 = o.family == libc::AF_INET6 as u16;
+        let key = (v6, o.port);
+        self.record_ack_drop(key);
+        let ip: std::net::IpAddr = if v6 { std::net::Ipv6Addr::UNSPECIFIED.into() } else { o.addr4.into() };
+        self.sample(key, SocketAddr::new(ip, o.port), host);
+    }
+
+    pub fn on_accept(&mut self, a: &AcceptEvent) {
+        let local = SocketAddr::new(crate::kernel::events::ip(a.peer_family, &a.local_addr), a.local_port);
+        self.record_accept(key_of(&local), local, a.wait_ns);
+    }
+
+    /// The proxy closed an established connect to `remote` unused (`close::UNUSED`): its connect
+    /// timer had fired as the handshake completed, so the connect timed out.
+    pub fn on_given_up_late(&mut self, remote: SocketAddr, ts_ns: u64, pid: u32, waited_ns: u64, host: &mut Lookups) -> Cause {
+        let local = host.local_listener(remote).is_some();
+        self.record_given_up_late(remote, local);
+        let target = Some(crate::kernel::sockaddr::Target::Inet(remote));
+        Cause { ts_ns, pid, kind: CauseKind::ConnectTimeout, target, age_ns: waited_ns, idle_ns: 0 }
+    }
+
+    /// Sample an overflowing listener's queue and owner (rate-limited).
+    fn sample(&mut self, key: ListenerKey, addr: SocketAddr, host: &mut Lookups) {
+        let now = host.now_ns();
+        if !self.wants_sample(key, now) {
+            return;
+        }
+        let Some((bound, l)) = host.env.tcp_listener_bound(addr) else { return };
+        let prev = self.listeners.get(&key).and_then(|s| s.view.clone());
+        let view = host.listener_view(l, prev.as_ref(), now);
+        self.record_sample(key, now, bound, view);
     }
 
     pub fn take_dirty(&mut self) -> Vec<ListenerStats> {

@@ -1,0 +1,136 @@
+//! The whole diagnosis of a session: every 502/504 grouped by (verdict kind, upstream), the ones
+//! nothing explains, what nginx absorbed, and the error log beside it for comparison.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::diagnosis::join::Status;
+use crate::diagnosis::verdict::{self, Verdict, VerdictKind};
+use crate::nginx::{Discovery, ErrorKind};
+use crate::session::View;
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Unexplained {
+    pub time: f64,
+    pub pid: u32,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// 502/504 seen in the kernel (status lines nginx wrote).
+    pub total_5xx: u64,
+    pub explained: u64,
+    pub verdicts: Vec<Verdict>,
+    pub unexplained: Vec<Unexplained>,
+    /// Other 5xx (not produced by an upstream failure nginx saw): passed through or internal.
+    pub other_5xx: BTreeMap<u16, u64>,
+    /// Upstream failures nginx absorbed (retried) without an error to the client, by cause
+    /// (`connect_eagain`, `keepalive_race`, …).
+    pub absorbed: BTreeMap<String, u64>,
+    /// nginx's error log, counted by kind of upstream error, for comparison.
+    pub error_log: BTreeMap<ErrorKind, u64>,
+    /// One row per upstream target.
+    pub upstreams: Vec<UpstreamRow>,
+    /// Every 502/504 with its time and cause (for the timeline).
+    pub timeline: Vec<TimelineItem>,
+    pub events: u64,
+    pub lost: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UpstreamRow {
+    pub target: String,
+    pub connects: u64,
+    pub failed_connects: u64,
+    pub requests: u64,
+    pub ttfb_p99_ms: f64,
+    pub status_502: u64,
+    pub status_504: u64,
+    /// Verdict kind name → 5xx.
+    pub causes: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TimelineItem {
+    pub time: f64,
+    pub status: u16,
+    pub target: Option<String>,
+    pub verdict: Option<VerdictKind>,
+}
+
+/// Build the report from a finished session; `error_lines` are nginx's error-log lines since start.
+pub fn build(view: &View, nginx: &Discovery, error_lines: &[String]) -> Report {
+    let statuses = &view.join.statuses;
+    let target_of =
+        |st: &Status| st.cause.as_ref().and_then(|c| c.target.as_ref()).map(|t| t.to_string()).unwrap_or_else(|| "(unknown upstream)".into());
+    let kind_of = |st: &Status| st.cause.as_ref().map(|c| verdict::classify(view, c));
+    let mut per_target_total: BTreeMap<String, u64> = BTreeMap::new();
+    // Grouped in name order, so verdicts with equal counts keep a stable order.
+    let mut groups: BTreeMap<(&'static str, String), (VerdictKind, Vec<&Status>)> = BTreeMap::new();
+    for st in statuses {
+        if let Some(kind) = kind_of(st) {
+            *per_target_total.entry(target_of(st)).or_default() += 1;
+            groups.entry((kind.as_str(), target_of(st))).or_insert((kind, Vec::new())).1.push(st);
+        }
+    }
+    let mut verdicts: Vec<Verdict> =
+        groups.iter().map(|((_, target), (kind, items))| verdict::build(view, nginx, *kind, target, items, per_target_total[target])).collect();
+    verdicts.sort_by(|a, b| b.count.cmp(&a.count).then(a.target.cmp(&b.target)));
+    let unexplained: Vec<Unexplained> = statuses
+        .iter()
+        .filter(|st| st.cause.is_none())
+        .map(|st| Unexplained { time: view.tb.unix_secs(st.ts_ns), pid: st.pid, status: st.status })
+        .collect();
+    let mut error_log = BTreeMap::new();
+    for kind in error_lines.iter().filter_map(|l| ErrorKind::of_line(l)) {
+        *error_log.entry(kind).or_insert(0) += 1;
+    }
+    let timeline = statuses
+        .iter()
+        .map(|st| TimelineItem {
+            time: view.tb.unix_secs(st.ts_ns),
+            status: st.status,
+            target: st.cause.as_ref().and_then(|c| c.target.as_ref()).map(|t| t.to_string()),
+            verdict: kind_of(st),
+        })
+        .collect();
+    let upstreams = view
+        .state
+        .connects
+        .targets()
+        .map(|t| {
+            let name = t.target.to_string();
+            let mine = || verdicts.iter().filter(|v| v.target == name);
+            let count = |code| mine().map(|v| v.statuses.get(&code).copied().unwrap_or(0)).sum();
+            let req = view.state.requests.targets.get(&t.target);
+            UpstreamRow {
+                target: name.clone(),
+                connects: t.connects,
+                failed_connects: t.failed(),
+                requests: req.map_or(0, |r| r.completed),
+                ttfb_p99_ms: req.map_or(0.0, |r| r.ttfb_ns.value_at_quantile(0.99) as f64 / 1e6),
+                status_502: count(502),
+                status_504: count(504),
+                causes: mine().map(|v| (v.kind.as_str(), v.count)).collect(),
+            }
+        })
+        .collect();
+    Report {
+        kind: "report",
+        total_5xx: statuses.len() as u64,
+        explained: statuses.iter().filter(|st| st.cause.is_some()).count() as u64,
+        verdicts,
+        unexplained,
+        other_5xx: view.join.other_5xx.clone(),
+        absorbed: view.join.absorbed.iter().map(|(k, v)| (k.name(), *v)).collect(),
+        error_log,
+        upstreams,
+        timeline,
+        events: view.events,
+        lost: view.lost.total_dropped(),
+    }
+}

@@ -1,0 +1,241 @@
+//! One tracing session: decoded kernel events in, routed by kind to the handler of their family
+//! (connects, TCP, requests and workers in `state`; status lines to the join in `diagnosis`);
+//! what they find goes to the output as it happens. Everything asked of the host goes through
+//! `Env` (inside `Lookups`), so `watch`, `diagnose`, `record` and `report` (a replay) run this
+//! same code. Readers (verdicts, metrics) get a read-only `View`.
+
+use std::io;
+
+use tracer_common::request::close;
+
+use crate::diagnosis::join::{Correlator, Status};
+use crate::host::env::Env;
+use crate::host::record::Mark;
+use crate::host::timebase::Timebase;
+use crate::kernel::events::{Connect, Event, TcpConnect};
+use crate::kernel::load::ProbeStatus;
+use crate::kernel::sockaddr::Target;
+use crate::kernel::source::Lost;
+use crate::output::{ConnectFailed, Output, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, UpstreamClose};
+use crate::state::cause::Cause;
+use crate::state::lookups::Lookups;
+use crate::state::{ConnectStats, Requests, TargetStats, TcpStats};
+
+/// Per-target, per-listener and per-request state.
+pub struct State {
+    pub connects: ConnectStats,
+    pub tcp: TcpStats,
+    pub requests: Requests,
+}
+
+/// What readers see of a session.
+pub struct View<'a> {
+    pub state: &'a State,
+    pub join: &'a Correlator,
+    pub tb: &'a Timebase,
+    /// Events decoded and lost, as of the last summary.
+    pub events: u64,
+    pub lost: &'a Lost,
+    pub probes: &'a [ProbeStatus],
+}
+
+/// A completed upstream request's latency: (target, ttfb ns, total ns).
+pub type RequestSample = (Option<Target>, u64, u64);
+
+pub struct Session {
+    host: Lookups,
+    state: State,
+    join: Correlator,
+    tb: Timebase,
+    probes: Vec<ProbeStatus>,
+    /// Latest (events decoded, lost) of the live source.
+    source_stats: (u64, Lost),
+    out: Box<dyn Output>,
+    /// Report every TCP connect, not only the failed or delayed ones.
+    all_connections: bool,
+    /// When set, every completed request's latency is kept here for the daemon's histograms.
+    request_samples: Option<Vec<RequestSample>>,
+}
+
+impl Session {
+    pub fn new(env: Env, tb: Timebase, probes: Vec<ProbeStatus>, out: Box<dyn Output>, max_targets: usize, all_connections: bool) -> Session {
+        Session {
+            host: Lookups::new(env),
+            state: State { connects: ConnectStats::new(max_targets), tcp: TcpStats::new(max_targets), requests: Requests::new(max_targets) },
+            join: Correlator::default(),
+            tb,
+            probes,
+            source_stats: (0, Lost::default()),
+            out,
+            all_connections,
+            request_samples: None,
+        }
+    }
+
+    pub fn view(&self) -> View<'_> {
+        View { state: &self.state, join: &self.join, tb: &self.tb, events: self.source_stats.0, lost: &self.source_stats.1, probes: &self.probes }
+    }
+
+    /// The host seam (recording marks, replay errors, the error log's lines).
+    pub fn env(&mut self) -> &mut Env {
+        &mut self.host.env
+    }
+
+    /// Send events to a different output from now on (the daemon's SIGHUP).
+    pub fn replace_output(&mut self, out: Box<dyn Output>) {
+        self.out = out;
+    }
+
+    /// Keep every completed request's latency for `take_request_samples` (the daemon).
+    pub fn keep_request_samples(&mut self) {
+        self.request_samples.get_or_insert_with(Vec::new);
+    }
+
+    pub fn take_request_samples(&mut self) -> Vec<RequestSample> {
+        self.request_samples.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// 502/504s whose cause is settled (see `Correlator::take_settled`), for the daemon.
+    pub fn take_settled_statuses(&mut self) -> Vec<Status> {
+        let now = self.host.now_ns();
+        self.join.take_settled(now)
+    }
+
+    /// App-server masters found since the last call (the live loop has the kernel report their
+    /// forks).
+    pub fn take_new_masters(&mut self) -> Vec<u32> {
+        self.host.take_new_masters()
+    }
+
+    fn cause(&mut self, c: Option<Cause>) {
+        if let Some(c) = c {
+            self.join.cause(c);
+        }
+    }
+
+    /// One decoded event; `raw` is its ring-buffer record (written to a recording).
+    pub fn handle(&mut self, e: Event, raw: &[u8]) -> io::Result<()> {
+        self.host.env.event(raw);
+        let (state, host) = (&mut self.state, &mut self.host);
+        match e {
+            Event::Connect(raw) => self.on_connect(Connect::from_event(&raw))?,
+            Event::Listen(l) => host.note_listen(l.hdr.pid, l.fd, l.backlog),
+            Event::TcpConnect(raw) => {
+                let c = TcpConnect::from_event(&raw);
+                let cause = state.tcp.on_connect(&c, host);
+                self.cause(cause);
+                if self.all_connections || c.outcome != tracer_common::tcp::outcome::ESTABLISHED || c.syn_retransmits > 0 {
+                    self.out.tcp_connect(&TcpConnectRecord::new(&c, &self.tb))?;
+                }
+            }
+            Event::ListenOverflow(o) => state.tcp.on_ack_drop(&o, host),
+            Event::Accept(a) => state.tcp.on_accept(&a),
+            Event::ConnClose(e) if e.class == close::UNUSED => {
+                // A TCP connect already counted as established that the proxy gave up on.
+                if let Some(Target::Inet(remote)) = state.requests.target_of(e.hdr.pid, e.fd).cloned() {
+                    let cause = state.tcp.on_given_up_late(remote, e.hdr.ts_ns, e.hdr.pid, e.idle_ns, host);
+                    self.join.cause(cause);
+                }
+            }
+            Event::ConnClose(e) => {
+                let cause = state.requests.on_close(&e);
+                self.cause(cause);
+            }
+            Event::Request(r) => {
+                state.requests.record_request(&r);
+                if let Some(samples) = self.request_samples.as_mut() {
+                    let target = state.requests.target_of(r.hdr.pid, r.fd).cloned();
+                    samples.push((target, r.first_byte_ns.saturating_sub(r.start_ns), r.last_byte_ns.saturating_sub(r.start_ns)));
+                }
+            }
+            Event::Signal(s) => state.requests.on_signal(&s),
+            Event::Exit(x) => state.requests.on_exit(&x),
+            Event::Fork(f) => state.requests.on_fork(&f),
+            Event::Status(s) => self.join.status(s.hdr.ts_ns, s.hdr.pid, s.fd, s.status),
+        }
+        Ok(())
+    }
+
+    fn on_connect(&mut self, c: Connect) -> io::Result<()> {
+        self.state.connects.on_connect(&c, &mut self.host);
+        if c.failed() {
+            // Only errors nginx reports itself as a failed connect (EINPROGRESS TCP refusals
+            // arrive later as a RST).
+            self.join.cause(Cause {
+                ts_ns: c.ts_ns,
+                pid: c.pid,
+                kind: crate::state::cause::CauseKind::ConnectError(c.errno),
+                target: Some(c.target.clone()),
+                age_ns: c.duration_ns,
+                idle_ns: 0,
+            });
+            return self.out.connect_failed(&ConnectFailed::new(&c, &self.tb));
+        }
+        self.state.requests.record_connect(c.pid, c.fd, &c.target);
+        // Remember which processes serve the target, so a worker's death can be tied to the
+        // requests it cut.
+        if let Some((master, workers)) = self.host.workers_of(&c.target) {
+            self.state.requests.add_workers(&c.target, master, workers);
+        }
+        Ok(())
+    }
+
+    /// A batch of events is done: report cut requests that are explained or waited long enough.
+    pub fn end_batch(&mut self) -> io::Result<()> {
+        self.host.env.mark(Mark::Batch);
+        let now = self.host.now_ns();
+        self.report_cut(Some(now))
+    }
+
+    fn report_cut(&mut self, now: Option<u64>) -> io::Result<()> {
+        for cut in self.state.requests.take_cut(now) {
+            self.out.upstream_close(&UpstreamClose::new(&cut, &self.tb))?;
+        }
+        Ok(())
+    }
+
+    /// The periodic summary (changed targets only).
+    pub fn tick(&mut self, source: impl FnOnce() -> (u64, Lost)) -> io::Result<()> {
+        self.host.env.mark(Mark::Tick);
+        self.summary(source, false)
+    }
+
+    /// The end: everything still pending is reported, then the final summary. (The caller
+    /// writes the recording's end mark once it has asked its last question.)
+    pub fn finish(&mut self, source: impl FnOnce() -> (u64, Lost)) -> io::Result<()> {
+        self.report_cut(None)?;
+        self.join.finish();
+        self.summary(source, true)
+    }
+
+    fn summary(&mut self, source: impl FnOnce() -> (u64, Lost), is_final: bool) -> io::Result<()> {
+        self.source_stats = self.host.env.source_stats(source);
+        let node_counters = self.host.node_counters();
+        let State { connects, tcp, requests } = &mut self.state;
+        let tb = &self.tb;
+        let summary = |t: &TargetStats| {
+            let tcp_target = match t.target {
+                Target::Inet(a) => tcp.targets.get(&a),
+                _ => None,
+            };
+            TargetSummary::new(t, tcp_target, requests.targets.get(&t.target), tb, is_final)
+        };
+        let targets: Vec<TargetSummary> =
+            if is_final { connects.targets().map(summary).collect() } else { connects.take_dirty().iter().map(summary).collect() };
+        let listeners: Vec<TcpListenerSummary> = if is_final {
+            tcp.listeners.values().map(|l| TcpListenerSummary::new(l, true)).collect()
+        } else {
+            tcp.take_dirty().iter().map(|l| TcpListenerSummary::new(l, false)).collect()
+        };
+        let stats = Stats {
+            kind: "stats",
+            is_final,
+            events: self.source_stats.0,
+            lost: self.source_stats.1.clone(),
+            untracked_connects: connects.untracked + tcp.untracked,
+            probes: self.probes.clone(),
+            node_counters,
+        };
+        self.out.summary(&targets, &listeners, &stats)
+    }
+}
