@@ -364,7 +364,7 @@ http {{
 
     /// $upstream_header_time (seconds) of every request that got a response header.
     pub fn header_times(&self) -> Vec<f64> {
-        std::fs::read_to_string(&self.access_log).unwrap_or_default().lines().filter_map(|line| line.rsplitn(5, ' ').nth(3)?.parse().ok()).collect()
+        std::fs::read_to_string(&self.access_log).unwrap_or_default().lines().filter_map(|line| line.rsplit(' ').nth(3)?.parse().ok()).collect()
     }
 
     /// (nginx worker pid, $upstream_connect_time in seconds, upstream local port) of every

@@ -76,7 +76,7 @@ impl Plan {
             conn_levels: vec![1_000, 10_000, 100_000],
         };
         assert!(
-            plan.reps % overhead::MODES.len() == 0 && plan.breakdown_reps % breakdown::VARIANTS.len() == 0,
+            plan.reps.is_multiple_of(overhead::MODES.len()) && plan.breakdown_reps.is_multiple_of(breakdown::VARIANTS.len()),
             "repetitions must balance the rotation of modes and variants"
         );
         plan

@@ -118,6 +118,13 @@ impl fmt::Display for Target {
     }
 }
 
+/// Serialised as its display form (`unix:/path`, `127.0.0.1:8000`).
+impl serde::Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,12 +209,5 @@ mod tests {
         raw[..2].copy_from_slice(&16u16.to_ne_bytes());
         assert_eq!(Target::parse(&raw, 12), Target::Other { family: 16 });
         assert_eq!(Target::parse(&[1], 1), Target::Other { family: 0 });
-    }
-}
-
-/// Serialised as its display form (`unix:/path`, `127.0.0.1:8000`).
-impl serde::Serialize for Target {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }

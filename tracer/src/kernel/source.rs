@@ -104,7 +104,7 @@ impl Source {
             addr_read_failed: sum(counters::ADDR_READ_FAILED),
             sock_lookup_failed: sum(counters::SOCK_LOOKUP_FAILED),
             conn_evicted: sum(counters::CONN_EVICTED),
-            runs_skipped: self.programs.iter().map(|p| recursion_misses(p)).sum(),
+            runs_skipped: self.programs.iter().map(recursion_misses).sum(),
             decode_errors: self.decode_errors,
         }
     }

@@ -173,7 +173,7 @@ mod tests {
     fn config_values() {
         let conf = "events {}\nhttp {\n  error_log logs/e.log error;\n  access_log off;\n  access_log /var/log/a.log main;\n  upstream u {\n    server 127.0.0.1:1;\n    keepalive 8;\n    keepalive_timeout 30s;\n  }\n  keepalive_timeout 75;\n  server { location / { proxy_read_timeout 2s; proxy_connect_timeout 500ms; } }\n}\n";
         let mut d = Discovery::default();
-        parse_config(&conf, Path::new("/srv"), &mut d);
+        parse_config(conf, Path::new("/srv"), &mut d);
         assert_eq!(d.error_logs, vec!["/srv/logs/e.log"]);
         assert_eq!(d.access_logs, vec!["/var/log/a.log"]);
         assert_eq!(d.upstream_keepalive_timeout_s, Some(30.0), "only inside upstream {{}}");
