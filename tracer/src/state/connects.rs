@@ -206,14 +206,7 @@ impl ConnectStats {
 
     /// Targets changed since the last call, marking them clean.
     pub fn take_dirty(&mut self) -> Vec<TargetStats> {
-        self.targets
-            .values_mut()
-            .filter(|t| t.dirty)
-            .map(|t| {
-                t.dirty = false;
-                t.clone()
-            })
-            .collect()
+        super::take_dirty(self.targets.values_mut(), |t| &mut t.dirty)
     }
 }
 

@@ -270,15 +270,9 @@ impl TcpStats {
         self.record_sample(key, now, bound, view);
     }
 
+    /// Listeners changed since the last call, marking them clean.
     pub fn take_dirty(&mut self) -> Vec<ListenerStats> {
-        self.listeners
-            .values_mut()
-            .filter(|l| l.dirty)
-            .map(|l| {
-                l.dirty = false;
-                l.clone()
-            })
-            .collect()
+        super::take_dirty(self.listeners.values_mut(), |l| &mut l.dirty)
     }
 }
 
