@@ -239,3 +239,144 @@ impl Session {
         self.out.summary(&targets, &listeners, &stats)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Event sequences through the whole userspace path (state → join → verdicts), with a host
+    //! that answers nothing: the races between a cause and the status line it explains.
+
+    use super::*;
+    use crate::diagnosis::report::{self, Report};
+    use crate::diagnosis::verdict::VerdictKind;
+    use crate::output::Quiet;
+    use tracer_common::connect::SOCKADDR_MAX;
+    use tracer_common::request::how;
+    use tracer_common::{kind, ConnCloseEvent, ConnectEvent, EventHeader, StatusEvent};
+
+    const NGINX: u32 = 10;
+    const FD: i32 = 7;
+
+    fn hdr(kind: u32, pid: u32, ts_ns: u64) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..5].copy_from_slice(b"nginx");
+        EventHeader { kind, pid, tid: pid, _pad: 0, ts_ns, comm }
+    }
+
+    fn raw<T>(e: &T) -> Vec<u8> {
+        // SAFETY: a repr(C) wire struct read as its bytes.
+        unsafe { std::slice::from_raw_parts((e as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+    }
+
+    struct Run(Session);
+
+    impl Run {
+        fn new() -> Run {
+            Run(Session::new(Env::replay(&[]), Timebase::with_offset_ns(0), Vec::new(), Box::new(Quiet), 16, false))
+        }
+
+        fn feed(&mut self, bytes: Vec<u8>) -> &mut Run {
+            self.0.handle(Event::decode(&bytes).expect("decodes"), &bytes).unwrap();
+            self
+        }
+
+        /// nginx worker `pid` connect()s `fd` to unix:/run/app.sock, with result `ret`.
+        fn connect(&mut self, pid: u32, ts_ns: u64, ret: i64) -> &mut Run {
+            let mut addr = [0u8; SOCKADDR_MAX];
+            addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+            addr[2..15].copy_from_slice(b"/run/app.sock");
+            let e = ConnectEvent { hdr: hdr(kind::CONNECT, pid, ts_ns), duration_ns: 3_000, ret, fd: FD, addrlen: 2 + 13 + 1, addr };
+            self.feed(raw(&e))
+        }
+
+        fn close(&mut self, pid: u32, ts_ns: u64, class: u32, how: u32, seq: u32) -> &mut Run {
+            let e = ConnCloseEvent {
+                hdr: hdr(kind::CONN_CLOSE, pid, ts_ns),
+                sk: 0xffff_8880_0000_1000,
+                request_age_ns: 1_500_000_000,
+                idle_ns: if seq > 1 { 1_000_000_000 } else { 0 },
+                class,
+                how,
+                seq,
+                bytes_recv: 0,
+                fd: FD,
+                family: libc::AF_UNIX as u16,
+                _pad: 0,
+            };
+            self.feed(raw(&e))
+        }
+
+        fn status(&mut self, pid: u32, ts_ns: u64, status: u16) -> &mut Run {
+            let e = StatusEvent { hdr: hdr(kind::STATUS, pid, ts_ns), fd: 30, status, _pad: 0 };
+            self.feed(raw(&e))
+        }
+
+        fn report(&mut self) -> Report {
+            self.0.finish(Default::default).unwrap();
+            report::build(&self.0.view(), &crate::nginx::Discovery::default(), &[])
+        }
+    }
+
+    fn kinds(r: &Report) -> Vec<(VerdictKind, u64)> {
+        r.verdicts.iter().map(|v| (v.kind, v.count)).collect()
+    }
+
+    #[test]
+    fn a_close_just_before_the_status_line_explains_it() {
+        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, close::PREMATURE, how::EOF, 1).status(NGINX, 2_500, 502).report();
+        assert_eq!((r.total_5xx, r.explained), (1, 1));
+        assert_eq!(kinds(&r), vec![(VerdictKind::UpstreamClosed, 1)], "no worker death seen: not blamed on one");
+        assert_eq!(r.verdicts[0].target, "unix:/run/app.sock");
+        assert!(r.absorbed.is_empty());
+    }
+
+    #[test]
+    fn a_status_line_before_any_cause_is_unexplained_never_guessed() {
+        let r = Run::new().connect(NGINX, 1_000, 0).status(NGINX, 1_500, 502).close(NGINX, 2_000, close::PREMATURE, how::EOF, 1).report();
+        assert_eq!((r.total_5xx, r.explained, r.unexplained.len()), (1, 0, 1));
+        assert_eq!(r.absorbed.get("premature_close"), Some(&1), "the later close had no status line after it");
+    }
+
+    #[test]
+    fn reuse_after_the_peers_fin_is_the_keepalive_race() {
+        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, close::KEEPALIVE_RACE, how::EOF, 2).status(NGINX, 2_100, 502).report();
+        assert_eq!(kinds(&r), vec![(VerdictKind::KeepaliveTimeoutMismatch, 1)]);
+        assert!(r.verdicts[0].proof.contains("~1.0 s idle"), "{}", r.verdicts[0].proof);
+    }
+
+    #[test]
+    fn a_reset_during_send_is_joined_like_an_eof() {
+        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, close::PREMATURE, how::SEND_FAILED, 1).status(NGINX, 2_100, 502).report();
+        assert_eq!(kinds(&r), vec![(VerdictKind::UpstreamClosed, 1)]);
+    }
+
+    #[test]
+    fn another_workers_cause_does_not_explain_a_status() {
+        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, close::PREMATURE, how::EOF, 1).status(NGINX + 1, 2_100, 502).report();
+        assert_eq!((r.explained, r.unexplained.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_504_is_not_explained_by_a_502_cause_and_vice_versa() {
+        let r = Run::new().connect(NGINX, 1_000, -(libc::EAGAIN as i64)).status(NGINX, 1_100, 504).report();
+        assert_eq!((r.total_5xx, r.explained), (1, 0));
+        assert_eq!(r.absorbed.get("connect_eagain"), Some(&1));
+        let r = Run::new().connect(NGINX, 1_900, 0).close(NGINX, 2_000, close::PROXY_ABORT, how::LOCAL, 1).status(NGINX, 2_100, 502).report();
+        assert_eq!((r.total_5xx, r.explained), (1, 0));
+        assert_eq!(r.absorbed.get("proxy_abort"), Some(&1));
+        let r = Run::new()
+            .connect(NGINX, 1_000, -(libc::EAGAIN as i64))
+            .status(NGINX, 1_100, 502)
+            .connect(NGINX, 1_900, 0)
+            .close(NGINX, 2_000, close::PROXY_ABORT, how::LOCAL, 1)
+            .status(NGINX, 2_100, 504)
+            .report();
+        assert_eq!(kinds(&r), vec![(VerdictKind::ListenQueueFull, 1), (VerdictKind::ProxyTimeout, 1)]);
+    }
+
+    #[test]
+    fn a_cause_older_than_the_join_window_is_absorbed() {
+        let r = Run::new().connect(NGINX, 1_000, -(libc::EAGAIN as i64)).status(NGINX, 3_000_001_000, 502).report();
+        assert_eq!((r.explained, r.unexplained.len()), (0, 1));
+        assert_eq!(r.absorbed.get("connect_eagain"), Some(&1));
+    }
+}
