@@ -236,7 +236,20 @@ impl Requests {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// A fatal signal for `target_pid`. One death per worker: the process that decided the kill
+    /// is the first other process that signalled it, so a later signal does not replace that one
+    /// (php-fpm's child re-raises its master's SIGTERM on itself; a supervisor escalates SIGTERM
+    /// to SIGKILL). A self-sent signal is kept only until another process's arrives.
     pub fn record_signal(&mut self, ts_ns: u64, target_pid: u32, target_comm: String, sig: i32, code: i32, sender_pid: u32, sender_comm: String) {
+        if let Some(d) = self.deaths.iter_mut().rev().find(|d| d.pid == target_pid && !d.exited) {
+            let self_sent = |d: &Death| d.signal.as_ref().is_none_or(|s| s.1 == d.pid);
+            if self_sent(d) && sender_pid != target_pid {
+                d.signal = Some((sig, sender_pid, sender_comm));
+                d.signal_code = code;
+                d.ts_ns = d.ts_ns.min(ts_ns);
+            }
+            return;
+        }
         self.push_death(Death {
             ts_ns,
             pid: target_pid,
@@ -415,6 +428,32 @@ mod tests {
         assert!(r.take_cut(None).is_empty(), "idle closes are not cuts");
         assert_eq!(r.targets[&t].closes_of(close::IDLE), 1);
         assert_eq!(r.targets[&t].closes_of(close::PREMATURE), 1);
+    }
+
+    #[test]
+    fn the_killer_is_the_first_other_process_to_signal_not_the_worker_re_raising_it() {
+        let mut r = Requests::new(16);
+        let t = Target::UnixPath(b"/run/php-fpm.sock".to_vec());
+        r.record_connect(10, 7, &t);
+        r.add_workers(&t, 55, [101, 102]);
+        // php-fpm: the master's SIGTERM, the child's handler re-raising it on itself, exit.
+        r.record_signal(1_000, 101, "php-fpm".into(), 15, 0, 55, "php-fpm".into());
+        r.record_signal(1_100, 101, "php-fpm".into(), 15, 0, 101, "php-fpm".into());
+        r.record_exit(1_200, 101, "php-fpm".into());
+        r.record_close(&close_ev(close::PREMATURE, 1_300), "nginx".into());
+        let w = r.take_cut(Some(1_300)).pop().unwrap().worker.unwrap();
+        assert_eq!(w.signal, Some((15, 55, "php-fpm".to_string())));
+        assert_eq!(w.cause, DeathCause::KilledByMaster);
+        // A worker that first signals itself, then is killed by another process: the other wins.
+        r.record_signal(2_000, 102, "php-fpm".into(), 6, 0, 102, "php-fpm".into());
+        r.record_signal(2_100, 102, "php-fpm".into(), 9, 0, 55, "php-fpm".into());
+        // An escalation (SIGTERM, then SIGKILL after a grace period) stays the first decision.
+        r.record_signal(2_200, 102, "php-fpm".into(), 9, 0, 77, "systemd".into());
+        r.record_exit(2_300, 102, "php-fpm".into());
+        r.record_close(&close_ev(close::PREMATURE, 2_400), "nginx".into());
+        let w = r.take_cut(Some(2_400)).pop().unwrap().worker.unwrap();
+        assert_eq!(w.signal, Some((9, 55, "php-fpm".to_string())));
+        assert_eq!(w.ts_ns, 2_000, "the death started with the first signal");
     }
 
     #[test]
