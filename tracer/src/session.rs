@@ -316,6 +316,44 @@ mod tests {
         }
     }
 
+    impl Run {
+        /// A TCP connect by `pid` to 10.250.0.2:8000 that left SYN_SENT with `outcome` after
+        /// `retransmits` SYN retransmits and `latency_ns`.
+        fn tcp_connect(&mut self, pid: u32, ts_ns: u64, outcome: u32, retransmits: u32, latency_ns: u64) -> &mut Run {
+            let mut addrs =
+                tracer_common::TcpAddrs { family: libc::AF_INET as u16, sport: 40000, dport: 8000, _pad: 0, saddr: [0; 16], daddr: [0; 16] };
+            addrs.saddr[..4].copy_from_slice(&[10, 250, 0, 1]);
+            addrs.daddr[..4].copy_from_slice(&[10, 250, 0, 2]);
+            let e = tracer_common::TcpConnectEvent {
+                hdr: hdr(kind::TCP_CONNECT, pid, ts_ns),
+                addrs,
+                skaddr: 1,
+                start_ns: ts_ns - latency_ns,
+                latency_ns,
+                outcome,
+                syn_retransmits: retransmits,
+            };
+            self.feed(raw(&e))
+        }
+    }
+
+    #[test]
+    fn connects_delayed_by_syn_drops_are_near_misses_and_the_abandoned_ones_504s() {
+        use tracer_common::tcp::outcome;
+        let r = Run::new()
+            .tcp_connect(NGINX, 2_000_000_000, outcome::ESTABLISHED, 0, 50_000)
+            .tcp_connect(NGINX, 3_000_000_000, outcome::ESTABLISHED, 1, 1_003_000_000)
+            .tcp_connect(NGINX, 4_000_000_000, outcome::ESTABLISHED, 2, 3_004_000_000)
+            .tcp_connect(NGINX, 5_000_000_000, outcome::ABANDONED, 1, 1_000_000_000)
+            .status(NGINX, 5_000_100_000, 504)
+            .report();
+        assert_eq!(kinds(&r), vec![(VerdictKind::ConnectTimeout, 1)]);
+        assert_eq!(r.near_misses.len(), 1);
+        let m = &r.near_misses[0];
+        assert_eq!((m.target.as_str(), m.count), ("10.250.0.2:8000", 2), "the delayed connects that completed, not the fast or the abandoned one");
+        assert!(m.proof.contains("not on this host"), "{}", m.proof);
+    }
+
     fn kinds(r: &Report) -> Vec<(VerdictKind, u64)> {
         r.verdicts.iter().map(|v| (v.kind, v.count)).collect()
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::diagnosis::join::Status;
+use crate::diagnosis::near_miss::{self, NearMiss};
 use crate::diagnosis::verdict::{self, Verdict, VerdictKind};
 use crate::nginx::{Discovery, ErrorKind};
 use crate::session::View;
@@ -26,6 +27,9 @@ pub struct Report {
     pub explained: u64,
     pub verdicts: Vec<Verdict>,
     pub unexplained: Vec<Unexplained>,
+    /// Failures that did not become a 502/504 (yet), ranked below the verdicts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub near_misses: Vec<NearMiss>,
     /// Other 5xx (not produced by an upstream failure nginx saw): passed through or internal.
     pub other_5xx: BTreeMap<u16, u64>,
     /// Upstream failures nginx absorbed (retried) without an error to the client, by cause
@@ -125,6 +129,7 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String]) -> Report {
         explained: statuses.iter().filter(|st| st.cause.is_some()).count() as u64,
         verdicts,
         unexplained,
+        near_misses: near_miss::find(view, nginx),
         other_5xx: view.join.other_5xx.clone(),
         absorbed: view.join.absorbed.iter().map(|(k, v)| (k.name(), *v)).collect(),
         error_log,

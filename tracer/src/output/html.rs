@@ -38,6 +38,19 @@ pub fn render(r: &Report) -> String {
     if r.verdicts.is_empty() {
         h.push_str("<p>No 502/504 with a known cause.</p>");
     }
+    if !r.near_misses.is_empty() {
+        h.push_str("<h2>Near misses (no 502/504 yet)</h2>");
+        for m in &r.near_misses {
+            let _ = write!(
+                h,
+                "<div class=\"v\"><b>{}</b> — {}<br>{}<br><span class=\"fix\">Fix: {}</span></div>",
+                esc(m.kind.as_str()),
+                esc(&m.target),
+                esc(&m.proof),
+                esc(&m.fix)
+            );
+        }
+    }
     h.push_str("<h2>Upstreams</h2><table><tr><th>upstream</th><th>connects</th><th>failed</th><th>requests</th><th>ttfb p99 ms</th><th>502</th><th>504</th></tr>");
     for u in &r.upstreams {
         let _ = write!(

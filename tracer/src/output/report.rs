@@ -46,6 +46,11 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
         }
         writeln!(out, "  FIX: {}", v.fix)?;
     }
+    for (i, m) in r.near_misses.iter().enumerate() {
+        writeln!(out, "\nNEAR MISS {} (no 502/504 yet) — {} on {}", i + 1, m.kind, m.target)?;
+        writeln!(out, "  {}", m.proof)?;
+        writeln!(out, "  FIX: {}", m.fix)?;
+    }
     if !r.unexplained.is_empty() {
         writeln!(out, "\nUNEXPLAINED: {} 502/504 with no upstream event in the kernel before them:", r.unexplained.len())?;
         for u in r.unexplained.iter().take(20) {

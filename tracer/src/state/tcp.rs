@@ -36,11 +36,23 @@ pub struct TcpTarget {
     pub delayed: u64,
     /// SYN_SENT→ESTABLISHED, every attempt that got there (`established` + `late`).
     pub latency_ns: Histogram<u64>,
+    /// SYN_SENT→ESTABLISHED of the attempts that got there only after a SYN retransmit.
+    pub delayed_latency_ns: Histogram<u64>,
 }
 
 impl TcpTarget {
     fn new() -> TcpTarget {
-        TcpTarget { attempts: 0, established: 0, refused: 0, abandoned: 0, late: 0, syn_retransmits: 0, delayed: 0, latency_ns: histogram() }
+        TcpTarget {
+            attempts: 0,
+            established: 0,
+            refused: 0,
+            abandoned: 0,
+            late: 0,
+            syn_retransmits: 0,
+            delayed: 0,
+            latency_ns: histogram(),
+            delayed_latency_ns: histogram(),
+        }
     }
 
     fn record(&mut self, c: &TcpConnect) {
@@ -53,10 +65,20 @@ impl TcpTarget {
             outcome::ESTABLISHED => {
                 self.established += 1;
                 let _ = self.latency_ns.record(c.latency_ns.max(1));
+                if c.syn_retransmits > 0 {
+                    let _ = self.delayed_latency_ns.record(c.latency_ns.max(1));
+                }
             }
             outcome::REFUSED => self.refused += 1,
             _ => self.abandoned += 1,
         }
+    }
+
+    /// Attempts that completed only after a SYN retransmit and were then used: a connect timeout
+    /// away from a 504. (An attempt given up as it completed — `late` — had its SYN retransmitted
+    /// at the same instant the caller's timer fired, so it is taken off.)
+    pub fn delayed_completed(&self) -> u64 {
+        self.delayed_latency_ns.len().saturating_sub(self.late)
     }
 
     /// An attempt recorded as established was closed unused: the caller had given up on it.
