@@ -4,11 +4,13 @@
 //! `Env` (inside `Lookups`), so `watch`, `diagnose`, `record` and `report` (a replay) run this
 //! same code. Readers (verdicts, metrics) get a read-only `View`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use tracer_common::request::close;
 
 use crate::diagnosis::join::{Correlator, Status};
+use crate::host::appserver::AppServer;
 use crate::host::env::Env;
 use crate::host::record::Mark;
 use crate::host::timebase::Timebase;
@@ -26,6 +28,16 @@ pub struct State {
     pub connects: ConnectStats,
     pub tcp: TcpStats,
     pub requests: Requests,
+    /// The app servers behind the listeners seen, by master pid.
+    pub apps: BTreeMap<u32, AppServer>,
+}
+
+impl State {
+    /// Every app-server master the state knows of: listener owners and worker masters.
+    fn masters(&self) -> BTreeSet<u32> {
+        let views = self.connects.targets().filter_map(|t| t.listener.as_ref()).chain(self.tcp.listeners.values().filter_map(|l| l.view.as_ref()));
+        views.filter_map(|v| v.owner.as_ref().map(|o| o.pid)).chain(self.requests.masters()).collect()
+    }
 }
 
 /// What readers see of a session.
@@ -61,7 +73,12 @@ impl Session {
     pub fn new(env: Env, tb: Timebase, probes: Vec<ProbeStatus>, out: Box<dyn Output>, max_targets: usize, all_connections: bool) -> Session {
         Session {
             host: Lookups::new(env),
-            state: State { connects: ConnectStats::new(max_targets), tcp: TcpStats::new(max_targets), requests: Requests::new(max_targets) },
+            state: State {
+                connects: ConnectStats::new(max_targets),
+                tcp: TcpStats::new(max_targets),
+                requests: Requests::new(max_targets),
+                apps: BTreeMap::new(),
+            },
             join: Correlator::default(),
             tb,
             probes,
@@ -208,10 +225,22 @@ impl Session {
         self.summary(source, true)
     }
 
+    /// Read the settings of app servers found since the last summary (once each).
+    fn learn_apps(&mut self) {
+        for pid in self.state.masters() {
+            if !self.state.apps.contains_key(&pid) {
+                if let Some(app) = self.host.app_server(pid) {
+                    self.state.apps.insert(pid, app);
+                }
+            }
+        }
+    }
+
     fn summary(&mut self, source: impl FnOnce() -> (u64, Lost), is_final: bool) -> io::Result<()> {
+        self.learn_apps();
         self.source_stats = self.host.env.source_stats(source);
         let node_counters = self.host.node_counters();
-        let State { connects, tcp, requests } = &mut self.state;
+        let State { connects, tcp, requests, .. } = &mut self.state;
         let tb = &self.tb;
         let summary = |t: &TargetStats| {
             let tcp_target = match t.target {

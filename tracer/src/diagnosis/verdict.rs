@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::diagnosis::join::{Cause, CauseKind, Status};
+use crate::host::appserver::{AppServer, Knob};
 use crate::kernel::errno;
 use crate::kernel::sockaddr::Target;
 use crate::nginx::Discovery;
@@ -131,6 +132,30 @@ struct Group<'a> {
 }
 
 impl Group<'_> {
+    /// The app server behind this group's upstream: the owner of its listener, or the master
+    /// of the workers serving it.
+    fn app(&self) -> Option<&AppServer> {
+        let apps = &self.view.state.apps;
+        let stats = self.view.state.connects.targets().find(|t| t.target.to_string() == self.target);
+        let owner = stats.and_then(|t| t.listener.as_ref()).and_then(|v| v.owner.as_ref()).map(|o| o.pid);
+        let tcp_owner = self.causes.first().and_then(|c| listener_of(self.view, c)).and_then(|l| l.view.as_ref()?.owner.as_ref()).map(|o| o.pid);
+        let master = stats.and_then(|t| self.view.state.requests.master_of(&t.target));
+        [owner, tcp_owner, master].into_iter().flatten().find_map(|pid| apps.get(&pid))
+    }
+
+    /// `gunicorn (pid 12): --backlog 16 (command line)`, when the app server and the setting
+    /// are known; with what could not be read.
+    fn setting(&self, knob: Knob) -> Option<String> {
+        let app = self.app()?;
+        let s = app.setting(knob, self.target)?;
+        let unread = if app.unreadable.is_empty() { String::new() } else { format!(" (could not read {})", app.unreadable.join(", ")) };
+        Some(format!("{} (pid {}): {}{unread}", app.kind, app.pid, s.describe()))
+    }
+
+    fn max_age_us(&self) -> f64 {
+        self.causes.iter().map(|c| c.age_ns).max().unwrap_or(0) as f64 / 1e3
+    }
+
     fn median_age_us(&self) -> f64 {
         median(self.causes.iter().map(|c| c.age_ns).collect()) as f64 / 1e3
     }
@@ -160,7 +185,13 @@ impl Group<'_> {
                         "{head} were connect() EAGAIN: its listen queue was full — max {qmax} ({}), {peak} waiting when sampled, peak burst {burst} connects in 100 ms.",
                         view.map(owner_text).unwrap_or_else(|| "owner unknown".into())
                     ),
-                    format!("Raise the app server's backlog (gunicorn --backlog, uwsgi --listen) to ≥ {rec}, and net.core.somaxconn if it is lower; or add workers so the queue drains faster."),
+                    match self.setting(Knob::Backlog) {
+                        Some(b) => format!(
+                            "Raise the backlog, {b}, to ≥ {rec}, and net.core.somaxconn if it is lower; or add workers so the queue drains faster{}.",
+                            self.setting(Knob::Workers).map_or(String::new(), |w| format!(" ({w})"))
+                        ),
+                        None => format!("Raise the app server's backlog (gunicorn --backlog, uwsgi --listen) to ≥ {rec}, and net.core.somaxconn if it is lower; or add workers so the queue drains faster."),
+                    },
                 )
             }
             VerdictKind::SocketMissing => (
@@ -193,7 +224,10 @@ impl Group<'_> {
                         q.map_or(0, |v| v.listener.queue_max),
                         q.map(owner_text).unwrap_or_else(|| "owner unknown".into())
                     ),
-                    "Raise the listener's backlog (and net.core.somaxconn if lower) or add workers. A dropped SYN is retried only after 1 s, so a proxy_connect_timeout at or below that turns every drop into a 504.".into(),
+                    format!(
+                        "Raise the listener's backlog{} (and net.core.somaxconn if lower) or add workers. A dropped SYN is retried only after 1 s, so a proxy_connect_timeout at or below that turns every drop into a 504.",
+                        self.setting(Knob::Backlog).map_or(String::new(), |b| format!(", {b},"))
+                    ),
                 )
             }
             VerdictKind::ConnectTimeout => (
@@ -209,7 +243,11 @@ impl Group<'_> {
                         "{head} were requests sent on reused connections the upstream had closed after ~{:.1} s idle; nginx keeps idle upstream connections up to {ka} s.",
                         idle / 1e6
                     ),
-                    format!("Make the upstream's keep-alive timeout longer than nginx's upstream keepalive_timeout ({ka} s), or set keepalive_timeout below {:.1} s in nginx's upstream block.", idle / 1e6),
+                    format!(
+                        "Make the upstream's keep-alive timeout{} longer than nginx's upstream keepalive_timeout ({ka} s), or set keepalive_timeout below {:.1} s in nginx's upstream block.",
+                        self.setting(Knob::KeepAlive).map_or(String::new(), |k| format!(", {k},")),
+                        idle / 1e6
+                    ),
                 )
             }
             VerdictKind::ProxyTimeout => (
@@ -248,16 +286,25 @@ impl Group<'_> {
             VerdictKind::WorkerKilled => (
                 format!("{head}: the upstream closed requests {age} old because their worker was killed ({dominant})."),
                 match dominant_cause {
-                    Some(DeathCause::KilledByMaster) => format!(
-                        "The app server's own timeout (gunicorn --timeout, uwsgi --harakiri) kills requests that take longer; nginx would wait {prt}. Raise the app server's timeout or make those requests faster."
-                    ),
+                    Some(DeathCause::KilledByMaster) => match self.setting(Knob::WorkerTimeout) {
+                        Some(t) => format!(
+                            "The app server's own timeout, {t}, killed requests after {age} (longest {}); nginx would wait {prt}. Raise it above the slowest legitimate request, or make those requests faster.",
+                            human_us(self.max_age_us())
+                        ),
+                        None => format!(
+                            "The app server's own timeout (gunicorn --timeout, uwsgi --harakiri) kills requests that take longer; nginx would wait {prt}. Raise the app server's timeout or make those requests faster."
+                        ),
+                    },
                     Some(DeathCause::OomKill) => "The OOM killer ended the workers: give them more memory or lower their count.".into(),
                     _ => "Something else signals the workers: find out why (the sender is named above).".into(),
                 },
             ),
             VerdictKind::WorkerRecycled => (
                 format!("{head}: requests went to workers that were exiting without a fatal signal (recycled: max-requests or reload)."),
-                "Recycle without cutting requests: turn off upstream keep-alive to this app server, or raise / spread max-requests (gunicorn --max-requests-jitter, uwsgi --max-requests-delta).".into(),
+                match self.setting(Knob::MaxRequests) {
+                    Some(m) => format!("Recycle without cutting requests: {m} recycles workers; turn off upstream keep-alive to this app server, or raise / spread it (gunicorn --max-requests-jitter, uwsgi --max-requests-delta)."),
+                    None => "Recycle without cutting requests: turn off upstream keep-alive to this app server, or raise / spread max-requests (gunicorn --max-requests-jitter, uwsgi --max-requests-delta).".into(),
+                },
             ),
             _ => (
                 format!("{head}: the upstream closed the connection with the request outstanding ({age} old); no worker death was seen."),

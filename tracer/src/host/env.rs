@@ -123,6 +123,11 @@ impl Env {
         self.answer("socket_inode", format!("{pid}/{fd}"), || listeners::socket_inode(pid, fd))
     }
 
+    /// The app server `pid` is and its settings (command line, config files, defaults).
+    pub fn app_server(&mut self, pid: u32) -> Option<crate::host::appserver::AppServer> {
+        self.answer("app_server", pid.to_string(), || crate::host::appserver::read(pid))
+    }
+
     pub fn somaxconn(&mut self) -> Option<u32> {
         self.answer("somaxconn", String::new(), listeners::somaxconn)
     }

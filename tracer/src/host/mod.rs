@@ -1,4 +1,5 @@
 //! Everything asked of the host, through one recordable seam (`env`).
+pub mod appserver;
 pub mod env;
 pub mod listeners;
 pub mod netstat;

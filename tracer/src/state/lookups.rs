@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
+use crate::host::appserver::AppServer;
 use crate::host::env::Env;
 use crate::host::listeners::{Listener, Owner};
 use crate::kernel::sockaddr::Target;
@@ -45,6 +46,8 @@ pub struct Lookups {
     /// Listener inode → the listen() call seen on it: where its owner is looked for first, and
     /// the backlog the application asked for.
     listen_calls: HashMap<u32, ListenCall>,
+    /// App servers asked about, by pid (asked once each).
+    apps: HashMap<u32, Option<AppServer>>,
     /// App-server masters found since the live loop last asked (it tells the kernel to report
     /// their forks, so the worker list stays exact across recycling).
     new_masters: Vec<u32>,
@@ -64,6 +67,7 @@ impl Lookups {
             owners: Expiring::new(OWNER_TTL_NS),
             listen_calls: HashMap::new(),
             new_masters: Vec::new(),
+            apps: HashMap::new(),
         }
     }
 
@@ -120,6 +124,12 @@ impl Lookups {
             self.new_masters.push(master);
         }
         Some((master, self.env.children(master)))
+    }
+
+    /// The app server `pid` is, asked once per pid.
+    pub fn app_server(&mut self, pid: u32) -> Option<AppServer> {
+        let env = &mut self.env;
+        self.apps.entry(pid).or_insert_with(|| env.app_server(pid)).clone()
     }
 
     /// App-server masters found since the last call.

@@ -188,6 +188,16 @@ impl Requests {
         self.fd_target.insert((pid, fd), target.clone());
     }
 
+    /// The app server's master (the listener's owner) serving `target`, once known.
+    pub fn master_of(&self, target: &Target) -> Option<u32> {
+        self.masters.get(target).copied()
+    }
+
+    /// Every app-server master known.
+    pub fn masters(&self) -> impl Iterator<Item = u32> + '_ {
+        self.masters.values().copied()
+    }
+
     pub fn target_of(&self, pid: u32, fd: i32) -> Option<&Target> {
         self.fd_target.get(&(pid, fd))
     }
