@@ -51,6 +51,20 @@ pub struct View<'a> {
     pub probes: &'a [ProbeStatus],
 }
 
+impl View<'_> {
+    /// The app server behind `target`: the owner of its listener (unix or TCP on this host), or
+    /// the master of the workers serving it.
+    pub fn app_for(&self, target: &Target) -> Option<&AppServer> {
+        let s = self.state;
+        let owner = s.connects.get(target).and_then(|t| t.listener.as_ref()).and_then(|v| v.owner.as_ref()).map(|o| o.pid);
+        let tcp_owner = match target {
+            Target::Inet(a) => s.tcp.listeners.get(&crate::state::tcp::key_of(a)).and_then(|l| l.view.as_ref()?.owner.as_ref()).map(|o| o.pid),
+            _ => None,
+        };
+        [owner, tcp_owner, s.requests.master_of(target)].into_iter().flatten().find_map(|pid| s.apps.get(&pid))
+    }
+}
+
 /// A completed upstream request's latency: (target, ttfb ns, total ns).
 pub type RequestSample = (Option<Target>, u64, u64);
 
@@ -381,6 +395,47 @@ mod tests {
         let m = &r.near_misses[0];
         assert_eq!((m.target.as_str(), m.count), ("10.250.0.2:8000", 2), "the delayed connects that completed, not the fast or the abandoned one");
         assert!(m.proof.contains("not on this host"), "{}", m.proof);
+    }
+
+    #[test]
+    fn a_500_right_after_the_master_killed_its_worker_is_the_app_servers_own_timeout() {
+        use crate::host::record::Record;
+        use serde_json::json;
+        let answer = |call: &str, args: &str, value| Record::Answer { call: call.into(), args: args.into(), value };
+        let app = crate::host::appserver::recognise(
+            55,
+            "gunicorn",
+            &["gunicorn".into(), "--timeout".into(), "1".into(), "app:app".into()],
+            std::path::Path::new("/"),
+            &|_: &std::path::Path| None,
+        );
+        let answers = [
+            answer("listener_for", "unix:/run/app.sock", json!({"inode": 5, "queue_len": 0, "queue_max": 16})),
+            answer("owner_of", "5", json!({"pid": 55, "comm": "gunicorn", "sharers": 1})),
+            answer("children", "55", json!([101])),
+            answer("app_server", "55", serde_json::to_value(&app).unwrap()),
+        ];
+        let mut run = Run(Session::new(Env::replay(&answers), Timebase::with_offset_ns(0), Vec::new(), Box::new(Quiet), 16, false));
+        run.connect(NGINX, 1_000, 0);
+        let sig = tracer_common::SignalEvent {
+            hdr: hdr(kind::SIGNAL, 55, 1_000_000_000),
+            sig: libc::SIGABRT,
+            target_pid: 101,
+            target_comm: *b"gunicorn\0\0\0\0\0\0\0\0",
+            code: 0,
+            result: 0,
+        };
+        run.feed(raw(&sig));
+        run.status(NGINX, 1_200_000_000, 500);
+        run.feed(raw(&tracer_common::ExitEvent { hdr: hdr(kind::EXIT, 101, 1_300_000_000) }));
+        run.status(NGINX, 9_000_000_000, 500); // long after: not this kill's answer
+        let r = run.report();
+        assert_eq!((r.total_5xx, r.other_5xx.get(&500)), (0, Some(&2)));
+        assert_eq!(r.near_misses.len(), 1, "{:?}", r.near_misses);
+        let m = &r.near_misses[0];
+        assert_eq!((m.kind.as_str(), m.count, m.target.as_str()), ("app_server_timeout", 1, "unix:/run/app.sock"));
+        assert!(m.proof.contains("SIGABRT") && m.proof.contains("pid 55)"), "{}", m.proof);
+        assert!(m.fix.contains("--timeout 1 (command line)"), "{}", m.fix);
     }
 
     fn kinds(r: &Report) -> Vec<(VerdictKind, u64)> {

@@ -33,6 +33,8 @@ pub struct Correlator {
     pub dropped: u64,
     /// Other 5xx (500, 503, …) by status: passed through from the app or produced by nginx itself.
     pub other_5xx: BTreeMap<u16, u64>,
+    /// Those other 5xx with their time and worker, in order (capped at MAX_KEPT like `statuses`).
+    pub other: Vec<Status>,
     /// Causes never followed by a status line: nginx retried elsewhere or silently (idempotent
     /// request on a failed keep-alive connection), so the client did not get an error.
     pub absorbed: BTreeMap<CauseKind, u64>,
@@ -52,6 +54,9 @@ impl Correlator {
     pub fn status(&mut self, ts_ns: u64, pid: u32, fd: i32, status: u16) {
         if status != 502 && status != 504 {
             *self.other_5xx.entry(status).or_default() += 1;
+            if self.other.len() < MAX_KEPT {
+                self.other.push(Status { ts_ns, pid, fd, status, cause: None });
+            }
             return;
         }
         let cause = self.pending.get_mut(&pid).and_then(|q| {

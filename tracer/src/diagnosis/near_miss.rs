@@ -1,10 +1,12 @@
 //! Failures that did not (yet) become a 502/504, ranked below the verdicts: each with where it
-//! happened, how often, its proof and its own fix. Today: TCP connects that completed only after
-//! a dropped SYN was retransmitted — a full accept queue one `proxy_connect_timeout` away from
-//! 504s.
+//! happened, how often, its proof and its own fix: TCP connects that completed only after a
+//! dropped SYN was retransmitted (a full accept queue one `proxy_connect_timeout` away from
+//! 504s), and 500s the app server answered itself because its own timeout killed the worker.
 
 use serde::Serialize;
 
+use crate::host::appserver::Knob;
+use crate::kernel::errno;
 use crate::nginx::Discovery;
 use crate::output::terminal::human_us;
 use crate::session::View;
@@ -15,6 +17,9 @@ crate::codes! {
     pub enum NearMissKind {
         /// Connects delayed ≥ 1 s by dropped SYNs that still completed.
         ConnectDelayedBySynDrops = "connect_delayed_by_syn_drops",
+        /// 5xx the app server answered itself as its master killed the worker for taking too
+        /// long (gunicorn answers 500 to its worker timeout's SIGABRT).
+        AppServerTimeout = "app_server_timeout",
     }
 }
 
@@ -30,6 +35,42 @@ pub struct NearMiss {
 
 fn us(ns: u64) -> String {
     human_us(ns as f64 / 1e3)
+}
+
+/// How soon after its master's signal a killed worker's own answer reaches nginx's client.
+const ANSWER_WINDOW_NS: u64 = 2_000_000_000;
+
+/// Each worker its master killed without cutting a request, paired with a 5xx nginx passed on
+/// from the upstream (same nginx status, other than 502/504) right after the kill.
+fn app_server_timeouts(view: &View, nginx: &Discovery, out: &mut Vec<NearMiss>) {
+    let mut used = vec![false; view.join.other.len()];
+    for target in view.state.requests.served_targets() {
+        let kills = view.state.requests.uncut_master_kills(target);
+        let mut answered = Vec::new();
+        for d in &kills {
+            let found = view.join.other.iter().enumerate().find(|(i, st)| !used[*i] && st.ts_ns >= d.ts_ns && st.ts_ns - d.ts_ns <= ANSWER_WINDOW_NS);
+            if let Some((i, st)) = found {
+                used[i] = true;
+                answered.push((d, st.status));
+            }
+        }
+        let Some((first, status)) = answered.first() else { continue };
+        let count = answered.len() as u64;
+        let name = target.to_string();
+        let timeout = view.app_for(target).and_then(|app| crate::diagnosis::verdict::setting_text(app, Knob::WorkerTimeout, &name));
+        let (sig, sender, sender_comm) = first.signal.clone().unwrap_or_default();
+        let proof = format!(
+            "{count} × {status} nginx passed on from {name}: each came right after the app server's master ({sender_comm} pid {sender}) sent {} to the worker serving it — its own timeout{} fired and the worker answered before it exited.",
+            errno::signal_name(sig),
+            timeout.as_ref().map_or(String::new(), |t| format!(", {t},"))
+        );
+        let fix = format!(
+            "Raise the app server's timeout{} above the slowest legitimate request, or make those requests faster; nginx would wait {}.",
+            timeout.map_or(String::new(), |t| format!(" ({t})")),
+            nginx.proxy_read_timeout_s.map_or("its proxy_read_timeout (default 60 s)".to_string(), |t| format!("{t} s (proxy_read_timeout)"))
+        );
+        out.push(NearMiss { kind: NearMissKind::AppServerTimeout, target: name, count, proof, fix });
+    }
 }
 
 /// Every near miss the session saw, most frequent first.
@@ -67,6 +108,7 @@ pub fn find(view: &View, nginx: &Discovery) -> Vec<NearMiss> {
         };
         out.push(NearMiss { kind: NearMissKind::ConnectDelayedBySynDrops, target, count, proof, fix });
     }
+    app_server_timeouts(view, nginx, &mut out);
     out.sort_by(|a, b| b.count.cmp(&a.count).then(a.target.cmp(&b.target)));
     out
 }

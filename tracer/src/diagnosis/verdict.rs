@@ -121,6 +121,13 @@ fn owner_text(v: &ListenerView) -> String {
     p.join(", ")
 }
 
+/// `gunicorn (pid 12): --backlog 16 (command line)`, with what could not be read.
+pub fn setting_text(app: &AppServer, knob: Knob, target: &str) -> Option<String> {
+    let s = app.setting(knob, target)?;
+    let unread = if app.unreadable.is_empty() { String::new() } else { format!(" (could not read {})", app.unreadable.join(", ")) };
+    Some(format!("{} (pid {}): {}{unread}", app.kind, app.pid, s.describe()))
+}
+
 /// What one group of 5xx (same kind, same target) has to say.
 struct Group<'a> {
     view: &'a View<'a>,
@@ -132,24 +139,17 @@ struct Group<'a> {
 }
 
 impl Group<'_> {
-    /// The app server behind this group's upstream: the owner of its listener, or the master
-    /// of the workers serving it.
+    /// The app server behind this group's upstream.
     fn app(&self) -> Option<&AppServer> {
-        let apps = &self.view.state.apps;
-        let stats = self.view.state.connects.targets().find(|t| t.target.to_string() == self.target);
-        let owner = stats.and_then(|t| t.listener.as_ref()).and_then(|v| v.owner.as_ref()).map(|o| o.pid);
-        let tcp_owner = self.causes.first().and_then(|c| listener_of(self.view, c)).and_then(|l| l.view.as_ref()?.owner.as_ref()).map(|o| o.pid);
-        let master = stats.and_then(|t| self.view.state.requests.master_of(&t.target));
-        [owner, tcp_owner, master].into_iter().flatten().find_map(|pid| apps.get(&pid))
+        let target = self.view.state.connects.targets().find(|t| t.target.to_string() == self.target).map(|t| &t.target);
+        let tcp = self.causes.first().and_then(|c| c.target.as_ref());
+        [target, tcp].into_iter().flatten().find_map(|t| self.view.app_for(t))
     }
 
     /// `gunicorn (pid 12): --backlog 16 (command line)`, when the app server and the setting
-    /// are known; with what could not be read.
+    /// are known.
     fn setting(&self, knob: Knob) -> Option<String> {
-        let app = self.app()?;
-        let s = app.setting(knob, self.target)?;
-        let unread = if app.unreadable.is_empty() { String::new() } else { format!(" (could not read {})", app.unreadable.join(", ")) };
-        Some(format!("{} (pid {}): {}{unread}", app.kind, app.pid, s.describe()))
+        setting_text(self.app()?, knob, self.target)
     }
 
     fn max_age_us(&self) -> f64 {

@@ -328,6 +328,29 @@ impl Requests {
         out
     }
 
+    /// Workers of `target` its master killed (gunicorn worker timeout, uwsgi harakiri, php-fpm
+    /// request_terminate_timeout) that cut no request we saw: their worker may have answered
+    /// the request itself (gunicorn answers 500 on its SIGABRT) before it exited.
+    pub fn uncut_master_kills(&self, target: &Target) -> Vec<Death> {
+        let (Some(workers), master) = (self.workers.get(target), self.masters.get(target).copied()) else { return Vec::new() };
+        let cut_workers: HashSet<u32> = self.cut.iter().filter_map(|c| c.worker.as_ref().map(|w| w.pid)).collect();
+        self.deaths
+            .iter()
+            .filter(|d| workers.contains(&d.pid) && !cut_workers.contains(&d.pid))
+            .cloned()
+            .map(|mut d| {
+                d.classify(master);
+                d
+            })
+            .filter(|d| d.cause == DeathCause::KilledByMaster)
+            .collect()
+    }
+
+    /// Targets with known workers.
+    pub fn served_targets(&self) -> impl Iterator<Item = &Target> {
+        self.workers.keys()
+    }
+
     /// The worker of `target` that died most recently before `ts_ns` (within the window).
     fn killer(&self, target: Option<&Target>, ts_ns: u64) -> Option<Death> {
         let t = target?;
