@@ -206,11 +206,22 @@ impl Group<'_> {
                 (format!("{head}: the connect was refused — nothing listens there."), format!("Start the upstream on {target}, or correct proxy_pass."))
             }
             VerdictKind::ConnectError => {
-                let first = self.causes.iter().find_map(|c| if let CauseKind::ConnectError(e) = c.kind { Some(errno::name(e)) } else { None });
-                (
-                    format!("{head}: connect() failed ({}).", first.unwrap_or_default()),
-                    "See the errno: EADDRNOTAVAIL means no free local ports (use upstream keepalive, widen ip_local_port_range).".into(),
-                )
+                let first = self.causes.iter().find_map(|c| if let CauseKind::ConnectError(e) = c.kind { Some(e) } else { None });
+                let fix = match first {
+                    Some(e) if e == libc::EADDRNOTAVAIL => {
+                        "No free local ports: use upstream keepalive so connections are reused, or widen net.ipv4.ip_local_port_range.".to_string()
+                    }
+                    Some(e) if e == libc::ENOTDIR || e == libc::ENAMETOOLONG => {
+                        format!("The socket path {target} cannot be a socket ({}): correct proxy_pass or the app server's bind.", errno::meaning(e))
+                    }
+                    Some(e) if e == libc::EPROTOTYPE || e == libc::ENOTSOCK => format!(
+                        "{target} is not a stream socket ({}): point proxy_pass at the app server's stream socket.",
+                        errno::meaning(e)
+                    ),
+                    Some(e) if !errno::meaning(e).is_empty() => format!("connect() to {target} fails: {}.", errno::meaning(e)),
+                    _ => format!("connect() to {target} fails with an error nginx cannot recover from: check the errno above."),
+                };
+                (format!("{head}: connect() failed ({}).", first.map(errno::name).unwrap_or_default()), fix)
             }
             VerdictKind::TcpAcceptQueueFull => {
                 let l = self.causes.first().and_then(|c| listener_of(self.view, c));

@@ -19,6 +19,10 @@ const KNOWN: &[(i32, &str, &str)] = &[
     (libc::EINTR, "EINTR", "interrupted by a signal"),
     (libc::EPROTOTYPE, "EPROTOTYPE", "socket type mismatch"),
     (libc::EBADF, "EBADF", "bad file descriptor"),
+    (libc::ENOTDIR, "ENOTDIR", "a directory on the socket path is a file"),
+    (libc::ENAMETOOLONG, "ENAMETOOLONG", "socket path too long"),
+    (libc::ENOTSOCK, "ENOTSOCK", "not a socket"),
+    (libc::ENETDOWN, "ENETDOWN", "network is down"),
 ];
 
 /// `EAGAIN`, or `E<n>` for one we do not name.
