@@ -299,7 +299,7 @@ impl Group<'_> {
                 match dominant_cause {
                     Some(DeathCause::KilledByMaster) => match self.setting(Knob::WorkerTimeout) {
                         Some(t) => format!(
-                            "The app server's own timeout, {t}, killed requests after {age} (longest {}); nginx would wait {prt}. Raise it above the slowest legitimate request, or make those requests faster.",
+                            "The app server's own timeout, {t}, killed requests {age} old as nginx saw them (time queued at the app server included; longest {}); nginx would wait {prt}. Raise it above the slowest legitimate request, or make those requests faster.",
                             human_us(self.max_age_us())
                         ),
                         None => format!(
