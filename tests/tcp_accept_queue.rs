@@ -16,6 +16,7 @@ struct Run {
     report: Option<serde_json::Value>,
     nginx: Nginx,
     gunicorn: Gunicorn,
+    gunicorn_bind: String,
     overflows: u64,
     drops: u64,
     syn_retrans: u64,
@@ -47,6 +48,7 @@ fn overflow_run(name: &str, host: &str, n: u32, app_sleep: f64, location_extra: 
         syn_retrans: tcpext_delta(&before, &after, "TCPSynRetrans"),
         nginx,
         gunicorn,
+        gunicorn_bind: bind,
         _scratch: scratch,
     }
 }
@@ -59,7 +61,7 @@ fn u(v: &serde_json::Value) -> u64 {
 fn overflow_is_attributed_to_the_listener_and_equals_nstat() {
     require_root();
     let _serial = exclusive(); // node-wide counters: no other overflow may run meanwhile
-    let run = overflow_run("tcp-overflow", "127.0.0.1", 60, 0.1, "", false);
+    let run = overflow_run("tcp-overflow", "127.0.0.1", 60, 0.1, "", true);
     // The scenario first: the kernel's own counters say the accept queue overflowed and client
     // SYNs were retransmitted, and nginx says nothing failed (SYN drops only delay connects).
     eprintln!(
@@ -145,6 +147,19 @@ fn overflow_is_attributed_to_the_listener_and_equals_nstat() {
         diffs[diffs.len() - 1]
     );
     eprintln!("nginx − tracer, sorted (ms): {:?}", diffs.iter().map(|d| (d * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+
+    // No 5xx, yet the report shows what nearly became 504s: the connects delayed by dropped SYNs
+    // (nginx's own connect time ≥ 1 s), at this listener.
+    let delayed = nginx_times.iter().filter(|(_, secs, _)| *secs >= 1.0).count() as u64;
+    assert!(delayed > 0, "the scenario must delay connects by SYN retransmits");
+    let report = run.report.as_ref().expect("the diagnose report");
+    assert_eq!(report["total_5xx"], 0, "nothing failed");
+    let misses = report["near_misses"].as_array().expect("near misses in the report");
+    let m = misses.iter().find(|m| m["kind"] == "connect_delayed_by_syn_drops").expect("the delayed connects are a near miss");
+    eprintln!("near miss: {m}");
+    assert_eq!(m["count"], delayed, "every connect nginx waited ≥ 1 s for");
+    assert_eq!(m["target"], run.gunicorn_bind.as_str(), "at the overflowing listener");
+    assert!(m["proof"].as_str().unwrap().contains("queue max 8"), "{}", m["proof"]);
 }
 
 #[test]
