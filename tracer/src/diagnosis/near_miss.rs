@@ -76,7 +76,7 @@ fn app_server_timeouts(view: &View, nginx: &Discovery, out: &mut Vec<NearMiss>) 
 /// Every near miss the session saw, most frequent first.
 pub fn find(view: &View, nginx: &Discovery) -> Vec<NearMiss> {
     let connect_timeout =
-        nginx.proxy_connect_timeout_s.map_or("its proxy_connect_timeout (default 60 s)".to_string(), |t| format!("proxy_connect_timeout {t} s"));
+        nginx.proxy_connect_timeout_s.map_or("proxy_connect_timeout (default 60 s)".to_string(), |t| format!("proxy_connect_timeout ({t} s)"));
     let mut out = Vec::new();
     for (remote, t) in &view.state.tcp.targets {
         let count = t.delayed_completed();
@@ -97,13 +97,18 @@ pub fn find(view: &View, nginx: &Discovery) -> Vec<NearMiss> {
                         l.syn_drops,
                         l.ack_drops
                     ),
-                    format!("Raise the listener's backlog (and net.core.somaxconn if lower) or add workers: each of these was a {connect_timeout} away from a 504."),
+                    format!(
+                        "Raise the listener's backlog{} (and net.core.somaxconn if lower) or add workers: each of these was one {connect_timeout} away from a 504.",
+                        view.app_for(&crate::kernel::sockaddr::Target::Inet(*remote))
+                            .and_then(|app| crate::diagnosis::verdict::setting_text(app, Knob::Backlog, &remote.to_string()))
+                            .map_or(String::new(), |b| format!(", {b},"))
+                    ),
                 )
             }
             None => (
                 remote.to_string(),
                 format!("{count} connects to {remote} completed only after a SYN was retransmitted: {took}. The listener is not on this host: its accept queue or the network dropped the SYNs."),
-                format!("Run the tracer on the upstream host to see its accept queue; each of these was a {connect_timeout} away from a 504."),
+                format!("Run the tracer on the upstream host to see its accept queue; each of these was one {connect_timeout} away from a 504."),
             ),
         };
         out.push(NearMiss { kind: NearMissKind::ConnectDelayedBySynDrops, target, count, proof, fix });
