@@ -52,8 +52,9 @@ struct Daemon {
 fn daemon(extra: &[&str]) -> Daemon {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let ready = ready_file_path();
     let mut cmd = Command::new(TRACER);
-    cmd.args(["daemon", "--listen", &listen]).args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(["daemon", "--listen", &listen]).arg("--ready-file").arg(&ready).args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut proc = Proc::spawn("tracer daemon", &mut cmd).unwrap();
     let err = proc.child.stderr.take().unwrap();
     let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -64,7 +65,7 @@ fn daemon(extra: &[&str]) -> Daemon {
             Some(())
         });
     });
-    wait_for("daemon attached", Duration::from_secs(30), || stderr.lock().unwrap().contains("watching")).unwrap_or_else(|e| {
+    wait_for("daemon attached (its ready file)", Duration::from_secs(30), || ready.exists()).unwrap_or_else(|e| {
         panic!("{e}: {}", stderr.lock().unwrap());
     });
     Daemon { proc, port, stderr }

@@ -438,6 +438,13 @@ pub fn post(port: u16, path: &str) -> u16 {
     read_all(s).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
+/// A fresh path for a tracer's `--ready-file` (unique per process and call).
+pub fn ready_file_path() -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("tracer-ready-{}-{n}", std::process::id()))
+}
+
 /// `tracer watch --json` as a child process.
 pub struct Tracer {
     proc: Proc,
@@ -453,10 +460,12 @@ impl Tracer {
         Tracer::start(bin, &all)
     }
 
-    /// Start `tracer ARGS` (any subcommand) and wait until its programs are attached.
+    /// Start `tracer ARGS` (a tracing subcommand) and wait until its programs are attached: the
+    /// tracer creates its `--ready-file` then.
     pub fn start(bin: &str, args: &[&str]) -> Result<Tracer> {
+        let ready = ready_file_path();
         let mut cmd = Command::new(bin);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args).arg("--ready-file").arg(&ready).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut proc = Proc::spawn("tracer", &mut cmd)?;
         let (tx, rx) = mpsc::channel();
         let out = proc.child.stdout.take().expect("piped");
@@ -465,7 +474,6 @@ impl Tracer {
                 let _ = tx.send(line);
             }
         });
-        let (ready_tx, ready_rx) = mpsc::channel();
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let err = proc.child.stderr.take().expect("piped");
         let sink = stderr.clone();
@@ -473,15 +481,13 @@ impl Tracer {
             let mut r = BufReader::new(err);
             let mut line = String::new();
             while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                if line.contains("watching") {
-                    let _ = ready_tx.send(());
-                }
                 sink.lock().unwrap().push_str(&line);
                 line.clear();
             }
         });
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let _ = proc.child.try_wait();
+        let attached =
+            wait_for("the tracer's ready file", Duration::from_secs(30), || ready.exists() || proc.child.try_wait().is_ok_and(|s| s.is_some()));
+        if attached.is_err() || !ready.exists() {
             bail!("tracer did not attach: {}", stderr.lock().unwrap());
         }
         Ok(Tracer { proc, stdout: rx, stderr })
