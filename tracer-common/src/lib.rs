@@ -3,6 +3,12 @@
 //! Every ring-buffer record starts with [`EventHeader`], so userspace dispatches on `kind` before
 //! decoding the rest. Structs are `#[repr(C)]` with explicit padding, no `bool`, and a size assert:
 //! the same bytes mean the same thing on both sides. Kind ids are never reused.
+//!
+//! Every code the kernel writes (event kind, close class and how, request end, connection state,
+//! TCP connect outcome, loss counter) is an enum generated from one name table ([`Code`]): the
+//! kernel writes `X as u32`, userspace reads it back with `from_u32` and names it with `as_str`.
+//! Beside the wire types: [`offsets`] (where the programs read), [`probes`] (the attach table)
+//! and [`conn`] (the per-connection request state machine, pure and host-tested).
 #![cfg_attr(not(test), no_std)]
 
 mod codes;
@@ -29,7 +35,7 @@ pub use tcp::{AcceptEvent, ListenOverflowEvent, TcpAddrs, TcpConnectEvent};
 pub const CONN_MAP_ENTRIES: u32 = 65536;
 /// SK_BY_FD (fd → followed connection) has this many times the entries of the other
 /// per-connection maps: it then outlives a connection's state in CONNS, so a close() can tell
-/// that the state was evicted (`counters::CONN_EVICTED`) instead of both vanishing together.
+/// that the state was evicted ([`Counter::ConnEvicted`]) instead of both vanishing together.
 pub const SK_BY_FD_FACTOR: u32 = 2;
 
 /// Length of a task's `comm` in the kernel (TASK_COMM_LEN).
