@@ -169,10 +169,10 @@ impl Conn {
                 self.last_byte_ns = now_ns;
                 self.bytes_recv = self.bytes_recv.wrapping_add(ret as u32);
             }
-        } else if ret == 0 {
-            self.peer_closed(sk, now_ns, CloseHow::Eof, out);
-        } else if ret == -ECONNRESET {
-            self.peer_closed(sk, now_ns, CloseHow::Reset, out);
+        } else if ret == 0 || ret == -ECONNRESET {
+            // One call site: each inlined copy of peer_closed builds both records.
+            let how = if ret == 0 { CloseHow::Eof } else { CloseHow::Reset };
+            self.peer_closed(sk, now_ns, how, out);
         }
     }
 
