@@ -34,7 +34,8 @@ pub trait Code: Copy + Eq + fmt::Debug + fmt::Display + core::str::FromStr<Err =
 }
 
 /// `codes! { /// doc  pub enum Name: u32 { /// doc  Variant = 1 => "variant", … } }` generates the
-/// enum with `ALL` (table order), `as_str()`, `from_u32()`, `FromStr` and `Display` (the name).
+/// enum with `ALL` (table order), `as_str()`, `from_u32()`, `FromStr` and `Display` (the name),
+/// and with the `user` feature serde through the name.
 macro_rules! codes {
     (
         $(#[$meta:meta])*
@@ -100,15 +101,50 @@ macro_rules! codes {
                 f.write_str(self.as_str())
             }
         }
+
+        /// Serialized as its name (the `user` feature).
+        #[cfg(feature = "user")]
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        /// Deserialized from its name (the `user` feature).
+        #[cfg(feature = "user")]
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Name;
+                impl serde::de::Visitor<'_> for Name {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                        write!(f, "a {} name", stringify!($name))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        v.parse().map_err(|_| E::unknown_variant(v, &[]))
+                    }
+                }
+                d.deserialize_str(Name)
+            }
+        }
     };
 }
 pub(crate) use codes;
+
+#[cfg(all(test, feature = "user"))]
+pub(crate) trait SerdeIfUser: serde::Serialize + serde::de::DeserializeOwned {}
+#[cfg(all(test, feature = "user"))]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeIfUser for T {}
+#[cfg(all(test, not(feature = "user")))]
+pub(crate) trait SerdeIfUser {}
+#[cfg(all(test, not(feature = "user")))]
+impl<T> SerdeIfUser for T {}
 
 /// Asserts that a code's table is exactly `expected` (value, name) in order — values and names
 /// are wire format and output format, never changed — and that every variant round-trips through
 /// `as_str`/`from_str` and `as_u32`/`from_u32`.
 #[cfg(test)]
-pub(crate) fn assert_table<C: Code>(expected: &[(u32, &str)]) {
+pub(crate) fn assert_table<C: Code + SerdeIfUser>(expected: &[(u32, &str)]) {
     extern crate std;
     use std::vec::Vec;
     let got: Vec<(u32, &str)> = C::ALL.iter().map(|c| (c.as_u32(), c.as_str())).collect();
@@ -125,4 +161,11 @@ pub(crate) fn assert_table<C: Code>(expected: &[(u32, &str)]) {
         assert_eq!(C::from_u32(v).is_some(), C::ALL.iter().any(|c| c.as_u32() == v), "from_u32({v})");
     }
     assert!(" nope".parse::<C>().is_err());
+    #[cfg(feature = "user")]
+    for &c in C::ALL {
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, std::format!("\"{}\"", c.as_str()));
+        assert_eq!(serde_json::from_str::<C>(&json).unwrap(), c);
+        assert!(serde_json::from_str::<C>("\"nope\"").is_err());
+    }
 }
