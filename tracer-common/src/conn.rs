@@ -170,7 +170,6 @@ impl Conn {
                 self.bytes_recv = self.bytes_recv.wrapping_add(ret as u32);
             }
         } else if ret == 0 || ret == -ECONNRESET {
-            // One call site: each inlined copy of peer_closed builds both records.
             let how = if ret == 0 { CloseHow::Eof } else { CloseHow::Reset };
             self.peer_closed(sk, now_ns, how, out);
         }
