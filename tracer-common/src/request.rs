@@ -1,30 +1,35 @@
 //! Upstream requests, from the proxy's own socket I/O (`sock:sock_send_length` /
 //! `sock:sock_recv_length`, every family incl. unix) and its close() calls: a per-connection
-//! state machine in the kernel, IDLE → REQUEST_SENT → RESPONDING → IDLE (kept alive) or CLOSED.
+//! state machine in the kernel ([`crate::conn`]), IDLE → REQUEST_SENT → RESPONDING → next request
+//! (kept alive) or CLOSED.
 //! And the process events that explain a cut request: fatal signals and exits.
 
-use crate::EventHeader;
+use crate::{codes, EventHeader};
 
-/// Connection states of the in-kernel request state machine.
-pub mod state {
-    pub const IDLE: u8 = 0;
-    /// The proxy sent request bytes and has had no response byte yet.
-    pub const REQUEST_SENT: u8 = 1;
-    /// Response bytes are arriving.
-    pub const RESPONDING: u8 = 2;
-    /// The upstream closed it (EOF, RST, failed send); kept until the proxy's close() so that a
-    /// close finding no state at all means the state was evicted.
-    pub const CLOSED: u8 = 3;
+codes! {
+    /// Connection states of the in-kernel request state machine ([`crate::conn`]).
+    pub enum ConnState: u8 {
+        Idle = 0 => "idle",
+        /// The proxy sent request bytes and has had no response byte yet.
+        RequestSent = 1 => "request_sent",
+        /// Response bytes are arriving.
+        Responding = 2 => "responding",
+        /// The upstream closed it (EOF, RST, failed send); kept until the proxy's close() so
+        /// that a close finding no state at all means the state was evicted.
+        Closed = 3 => "closed",
+    }
 }
 
-/// How a request's response ended.
-pub mod end {
-    /// The proxy sent the next request on the same connection (keep-alive reuse).
-    pub const NEXT_REQUEST: u32 = 1;
-    /// The upstream closed the connection after responding (EOF).
-    pub const PEER_CLOSE: u32 = 2;
-    /// The proxy closed the connection after response bytes arrived.
-    pub const LOCAL_CLOSE: u32 = 3;
+codes! {
+    /// How a request's response ended ([`RequestEvent::end`]).
+    pub enum RequestEnd: u32 {
+        /// The proxy sent the next request on the same connection (keep-alive reuse).
+        NextRequest = 1 => "next_request",
+        /// The upstream closed the connection after responding (EOF).
+        PeerClose = 2 => "peer_close",
+        /// The proxy closed the connection after response bytes arrived.
+        LocalClose = 3 => "local_close",
+    }
 }
 
 /// One request/response exchange that got at least one response byte.
@@ -47,7 +52,7 @@ pub struct RequestEvent {
     pub bytes_recv: u32,
     /// 1 for the first request on the connection, 2 for the first reuse, …
     pub seq: u32,
-    /// One of [`end`].
+    /// A [`RequestEnd`] value.
     pub end: u32,
     pub fd: i32,
     pub family: u16,
@@ -55,33 +60,61 @@ pub struct RequestEvent {
 }
 const _: () = assert!(core::mem::size_of::<RequestEvent>() == 40 + 8 * 5 + 4 * 5 + 4);
 
-/// How a connection was closed, when it matters.
-pub mod close {
-    /// The upstream closed (EOF or RST) while a request was outstanding on a fresh connection:
-    /// "upstream prematurely closed connection".
-    pub const PREMATURE: u32 = 1;
-    /// The upstream closed an idle keep-alive connection: normal, not an error.
-    pub const IDLE: u32 = 2;
-    /// A request was sent on a reused connection the upstream had closed (EOF or RST before any
-    /// response byte): the keep-alive race.
-    pub const KEEPALIVE_RACE: u32 = 3;
-    /// The proxy closed the connection while a request was outstanding: it gave up (timeout).
-    pub const PROXY_ABORT: u32 = 4;
-    /// The proxy closed an ESTABLISHED TCP connection it had never sent a byte on. nginx does
-    /// that when its connect timer fires in the same instant the handshake completes (a SYN
-    /// retransmitted after 1 s against proxy_connect_timeout 1s): it never saw the connect
-    /// succeed and logs "timed out … while connecting". (Or when its client left meanwhile:
-    /// then no 504 follows.) Either way the connect was given up, not used.
-    pub const UNUSED: u32 = 5;
+codes! {
+    /// How a connection was closed, when it matters ([`ConnCloseEvent::class`]).
+    pub enum CloseClass: u32 {
+        /// The upstream closed (EOF or RST) while a request was outstanding on a fresh
+        /// connection: "upstream prematurely closed connection".
+        Premature = 1 => "premature",
+        /// The upstream closed an idle keep-alive connection: normal, not an error.
+        Idle = 2 => "idle",
+        /// A request was sent on a reused connection the upstream had closed (EOF or RST before
+        /// any response byte): the keep-alive race.
+        KeepaliveRace = 3 => "keepalive_race",
+        /// The proxy closed the connection while a request was outstanding: it gave up
+        /// (timeout).
+        ProxyAbort = 4 => "proxy_abort",
+        /// The proxy closed an ESTABLISHED TCP connection it had never sent a byte on. nginx
+        /// does that when its connect timer fires in the same instant the handshake completes
+        /// (a SYN retransmitted after 1 s against proxy_connect_timeout 1s): it never saw the
+        /// connect succeed and logs "timed out … while connecting". (Or when its client left
+        /// meanwhile: then no 504 follows.) Either way the connect was given up, not used.
+        Unused = 5 => "unused",
+    }
 }
 
-/// What the proxy saw of the peer's close.
+codes! {
+    /// What the proxy saw of the connection's end ([`ConnCloseEvent::how`]).
+    pub enum CloseHow: u32 {
+        /// A receive returned 0.
+        Eof = 1 => "eof",
+        /// A receive failed with ECONNRESET.
+        Reset = 2 => "reset",
+        /// A send failed (EPIPE / ECONNRESET).
+        SendFailed = 3 => "send_failed",
+        /// The proxy's own close().
+        Local = 4 => "local",
+    }
+}
+
+/// [`CloseClass`] values as plain integers, for userspace code that still matches on them (to be
+/// replaced by [`CloseClass::from_u32`]).
+pub mod close {
+    use super::CloseClass;
+    pub const PREMATURE: u32 = CloseClass::Premature as u32;
+    pub const IDLE: u32 = CloseClass::Idle as u32;
+    pub const KEEPALIVE_RACE: u32 = CloseClass::KeepaliveRace as u32;
+    pub const PROXY_ABORT: u32 = CloseClass::ProxyAbort as u32;
+    pub const UNUSED: u32 = CloseClass::Unused as u32;
+}
+
+/// [`CloseHow`] values as plain integers (see [`close`]).
 pub mod how {
-    pub const EOF: u32 = 1;
-    pub const RESET: u32 = 2;
-    /// A send failed (EPIPE / ECONNRESET).
-    pub const SEND_FAILED: u32 = 3;
-    pub const LOCAL: u32 = 4;
+    use super::CloseHow;
+    pub const EOF: u32 = CloseHow::Eof as u32;
+    pub const RESET: u32 = CloseHow::Reset as u32;
+    pub const SEND_FAILED: u32 = CloseHow::SendFailed as u32;
+    pub const LOCAL: u32 = CloseHow::Local as u32;
 }
 
 #[repr(C)]
@@ -94,9 +127,9 @@ pub struct ConnCloseEvent {
     /// How long the connection had been idle: before the outstanding request was sent (races),
     /// or until it was closed (idle closes).
     pub idle_ns: u64,
-    /// One of [`close`].
+    /// A [`CloseClass`] value.
     pub class: u32,
-    /// One of [`how`].
+    /// A [`CloseHow`] value.
     pub how: u32,
     /// Requests sent on the connection, including the outstanding one.
     pub seq: u32,
@@ -152,3 +185,20 @@ pub struct StatusEvent {
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<StatusEvent>() == 48);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::assert_table;
+
+    #[test]
+    fn request_codes_keep_their_values_and_names() {
+        assert_table::<ConnState>(&[(0, "idle"), (1, "request_sent"), (2, "responding"), (3, "closed")]);
+        assert_table::<RequestEnd>(&[(1, "next_request"), (2, "peer_close"), (3, "local_close")]);
+        assert_table::<CloseClass>(&[(1, "premature"), (2, "idle"), (3, "keepalive_race"), (4, "proxy_abort"), (5, "unused")]);
+        assert_table::<CloseHow>(&[(1, "eof"), (2, "reset"), (3, "send_failed"), (4, "local")]);
+        assert_eq!((close::PREMATURE, close::IDLE, close::KEEPALIVE_RACE, close::PROXY_ABORT, close::UNUSED), (1, 2, 3, 4, 5));
+        assert_eq!((how::EOF, how::RESET, how::SEND_FAILED, how::LOCAL), (1, 2, 3, 4));
+        assert_eq!(core::mem::size_of::<ConnState>(), 1);
+    }
+}

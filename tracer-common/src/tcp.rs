@@ -2,7 +2,7 @@
 //! `tcp:tcp_receive_reset`), final-ACK drops at a full listener (`skb:kfree_skb`), and how long an
 //! accepted connection waited in the accept queue (`syscalls:sys_{enter,exit}_accept{,4}`).
 
-use crate::EventHeader;
+use crate::{codes, EventHeader};
 
 /// Addresses as the tcp/sock tracepoints give them. IPv4 addresses use the first 4 bytes.
 #[repr(C)]
@@ -20,15 +20,26 @@ pub struct TcpAddrs {
 }
 const _: () = assert!(core::mem::size_of::<TcpAddrs>() == 40);
 
-/// How a connection attempt left SYN_SENT.
+codes! {
+    /// How a connection attempt left SYN_SENT ([`TcpConnectEvent::outcome`]).
+    pub enum ConnectOutcome: u32 {
+        /// SYN-ACK received: ESTABLISHED.
+        Established = 1 => "established",
+        /// RST received in SYN_SENT: nothing listening (ECONNREFUSED).
+        Refused = 2 => "refused",
+        /// Closed in SYN_SENT without a RST: the caller gave up (e.g. nginx's
+        /// proxy_connect_timeout) or the kernel ran out of SYN retries (ETIMEDOUT).
+        Abandoned = 3 => "abandoned",
+    }
+}
+
+/// [`ConnectOutcome`] values as plain integers, for userspace code that still matches on them
+/// (to be replaced by [`ConnectOutcome::from_u32`]).
 pub mod outcome {
-    /// SYN-ACK received: ESTABLISHED.
-    pub const ESTABLISHED: u32 = 1;
-    /// RST received in SYN_SENT: nothing listening (ECONNREFUSED).
-    pub const REFUSED: u32 = 2;
-    /// Closed in SYN_SENT without a RST: the caller gave up (e.g. nginx's proxy_connect_timeout)
-    /// or the kernel ran out of SYN retries (ETIMEDOUT).
-    pub const ABANDONED: u32 = 3;
+    use super::ConnectOutcome;
+    pub const ESTABLISHED: u32 = ConnectOutcome::Established as u32;
+    pub const REFUSED: u32 = ConnectOutcome::Refused as u32;
+    pub const ABANDONED: u32 = ConnectOutcome::Abandoned as u32;
 }
 
 /// A TCP connect attempt by a traced process, reported when it leaves SYN_SENT.
@@ -44,7 +55,7 @@ pub struct TcpConnectEvent {
     pub start_ns: u64,
     /// SYN_SENT → outcome.
     pub latency_ns: u64,
-    /// One of [`outcome`].
+    /// A [`ConnectOutcome`] value.
     pub outcome: u32,
     /// SYNs retransmitted while in SYN_SENT (each one means the previous SYN got no answer).
     pub syn_retransmits: u32,
@@ -93,3 +104,11 @@ pub struct AcceptEvent {
     pub local_addr: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<AcceptEvent>() == 40 + 8 + 8 + 8 + 16 + 16);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connect_outcomes_keep_their_values_and_names() {
+        crate::codes::assert_table::<super::ConnectOutcome>(&[(1, "established"), (2, "refused"), (3, "abandoned")]);
+    }
+}

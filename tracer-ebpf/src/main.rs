@@ -1,12 +1,14 @@
-//! Kernel programs of upstream-tracer. One module per probe family under `probes/`; shared maps,
-//! the in-kernel filter and the loss counters in `maps.rs`.
+//! Kernel programs of upstream-tracer. One module per hook family under `probes/`; the ring
+//! buffer, the in-kernel filter, the loss counters and the preamble every program starts with in
+//! `maps.rs`; reads of kernel structs in `layout.rs`; the per-connection request maps in
+//! `requests.rs` (the state machine itself is `tracer_common::conn`).
 #![no_std]
 #![no_main]
 
 mod layout;
 mod maps;
-mod net;
 mod probes;
+mod requests;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,5 +1,5 @@
-//! Maps and helpers every probe family shares: the event ring buffer, the loss counters and the
-//! load-time filter.
+//! Maps and helpers every probe family shares: the event ring buffer, the loss counters, the
+//! load-time filter and [`preamble!`], the first line of every program.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -8,14 +8,14 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use tracer_common::{counters, filter, filter::FilterConfig, EventHeader, COMM_LEN};
+use tracer_common::{counters, filter, filter::FilterConfig, offsets::Field, Counter, EventHeader, Kind, COMM_LEN};
 
 /// All events go through one ring buffer (ordered across CPUs, one wake-up for many records).
 /// Userspace may resize it at load time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
-/// Loss counters, indexed by `tracer_common::counters::*`.
+/// Loss counters, indexed by [`Counter`].
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
 
@@ -37,6 +37,28 @@ static HOOKS_ONLY: u8 = 0;
 pub fn hooks_only() -> bool {
     unsafe { core::ptr::read_volatile(&HOOKS_ONLY) != 0 }
 }
+
+/// The first line of every program. `preamble!()` returns 0 at once under `TRACER_HOOKS_ONLY`;
+/// `preamble!(traced)` also returns unless the current task passes the load-time filter, and
+/// evaluates to its pid_tgid. Programs whose task is not the traced process (softirq drops, the
+/// app servers' accepts and listens, signals, exits) or that a map lookup filters already (the
+/// per-socket hooks) use the first form.
+macro_rules! preamble {
+    () => {
+        if $crate::maps::hooks_only() {
+            return 0;
+        }
+    };
+    (traced) => {{
+        $crate::maps::preamble!();
+        let id = $crate::maps::pid_tgid();
+        if !$crate::maps::traced(id) {
+            return 0;
+        }
+        id
+    }};
+}
+pub(crate) use preamble;
 
 /// Pending bytes that make a submit wake the reader: a quarter of the ring (set by the loader),
 /// so a small ring still wakes userspace long before it is full.
@@ -64,8 +86,8 @@ pub fn submit_flags() -> u64 {
 pub const LRU_PER_CPU: u32 = 1 << 1;
 
 #[inline(always)]
-pub fn count(index: u32) {
-    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+pub fn count(counter: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
         // Per-CPU slot: no other writer, a plain increment is exact.
         unsafe { *p += 1 };
     }
@@ -104,11 +126,19 @@ fn same_comm(a: &[u8; COMM_LEN], b: &[u8; COMM_LEN]) -> bool {
     a[0] == b[0] && a[1] == b[1]
 }
 
+/// Write a record to the ring buffer (copied from the stack), counting it if there is no room.
+#[inline(always)]
+pub fn output<T>(record: &T) {
+    if EVENTS.output::<T>(record, submit_flags()).is_err() {
+        count(Counter::RingbufFull);
+    }
+}
+
 /// Fill the shared header for an event of `kind` raised by the current task.
 #[inline(always)]
-pub fn header(kind: u32, pid_tgid: u64) -> EventHeader {
+pub fn header(kind: Kind, pid_tgid: u64) -> EventHeader {
     EventHeader {
-        kind,
+        kind: kind as u32,
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         _pad: 0,
@@ -127,12 +157,19 @@ pub fn pid_tgid() -> u64 {
     bpf_get_current_pid_tgid()
 }
 
-/// A field of a tracepoint record, loaded straight from the context. The verifier allows
-/// aligned loads from a tracepoint's record; `TracePointContext::read_at` instead makes a
-/// `bpf_probe_read_kernel` helper call per field, which was most of a short program's run time.
-/// `offset` must be a multiple of the field's alignment (as in the tracepoint's format file).
+/// A field of a tracepoint record (`tracer_common::offsets`), loaded straight from the context.
+/// The verifier allows aligned loads from a tracepoint's record; `TracePointContext::read_at`
+/// instead makes a `bpf_probe_read_kernel` helper call per field, which was most of a short
+/// program's run time. `T` is at most the field's size; the offset is a multiple of its
+/// alignment (as in the tracepoint's format file).
 #[inline(always)]
-pub fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+pub fn field<T: Copy>(ctx: &TracePointContext, f: Field) -> T {
+    field_at(ctx, f.offset)
+}
+
+/// A part of a field (e.g. 4 bytes of a `char comm[16]`) at `offset` in the record.
+#[inline(always)]
+pub fn field_at<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     // SAFETY: the context is the tracepoint record; the verifier checks offset and size.
     unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
 }

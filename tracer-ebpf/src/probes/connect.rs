@@ -1,22 +1,27 @@
-//! connect() and listen(), from the `syscalls` tracepoints.
+//! connect(), from `syscalls:sys_enter_connect` / `syscalls:sys_exit_connect`.
 //!
-//! `sys_exit_connect` is the only place a unix listen-queue overflow is visible: connect() on a
-//! full unix listener returns -EAGAIN and nginx answers 502 at once. The enter half notes the
-//! caller's sockaddr pointer and the time; the exit half pairs with it by pid_tgid, reads the
+//! Why: `sys_exit_connect` is the only place a unix listen-queue overflow is visible: connect()
+//! on a full unix listener returns -EAGAIN and nginx answers 502 at once. The enter half notes
+//! the caller's sockaddr pointer and the time; the exit half pairs with it by pid_tgid, reads the
 //! sockaddr (family, unix path incl. abstract names, IPv4/IPv6 address) into the event and
-//! reports the result and duration. kprobes/fentry are unavailable
-//! on the target kernels, so the syscall tracepoints are the hook, not a fallback.
+//! reports the result and duration. A connected stream socket is handed to `requests` to be
+//! followed.
 //!
-//! `sys_enter_listen` records the backlog the application asked for, before the kernel caps it
-//! at net.core.somaxconn (sock_diag only shows the capped value).
+//! When absent: nothing replaces it; the pair is required (kprobes/fentry are unavailable on the
+//! target kernels, so the syscall tracepoints are the hook, not a fallback).
+//!
+//! Owns `PENDING_CONNECT`; `tcp_state` writes the socket into it through [`note_tcp_socket`].
 
 use aya_ebpf::{helpers::bpf_probe_read_user_buf, macros::map, macros::tracepoint, maps::LruHashMap, programs::TracePointContext};
 use aya_log_ebpf::warn;
-use tracer_common::{connect::SOCKADDR_MAX, counters, kind, ConnectEvent, ListenEvent};
+use tracer_common::{
+    connect::SOCKADDR_MAX,
+    linux::{AF_INET, AF_INET6, AF_UNIX},
+    offsets::{sys_enter_connect, sys_exit},
+    ConnectEvent, Counter, Kind,
+};
 
-use crate::maps::{count, field, header, hooks_only, now_ns, pid_tgid, submit_flags, traced, EVENTS, LRU_PER_CPU};
-
-use crate::net::{AF_INET, AF_INET6, AF_UNIX, SYSCALL_ARG0, SYSCALL_ARG1, SYSCALL_ARG2, SYSCALL_RET};
+use crate::maps::{count, field, header, now_ns, pid_tgid, preamble, submit_flags, EVENTS, LRU_PER_CPU};
 
 /// A connect() between enter and exit. The sockaddr itself is read at exit, straight into the
 /// event (the caller's buffer is an input that stays put during the call): no copy through the map.
@@ -31,6 +36,10 @@ pub struct PendingConnect {
     addrlen: u32,
 }
 
+/// Keyed by pid_tgid (one connect() per thread at a time). LRU: a lost exit cannot leak an entry.
+#[map]
+static PENDING_CONNECT: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_entries(16384, LRU_PER_CPU);
+
 /// Called from tcp_set_state's CLOSE→SYN_SENT, which runs inside this task's connect().
 #[inline(always)]
 pub fn note_tcp_socket(pid_tgid: u64, sk: u64) {
@@ -39,37 +48,25 @@ pub fn note_tcp_socket(pid_tgid: u64, sk: u64) {
     }
 }
 
-/// Keyed by pid_tgid (one connect() per thread at a time). LRU: a lost exit cannot leak an entry.
-#[map]
-static PENDING_CONNECT: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_entries(16384, LRU_PER_CPU);
-
 #[tracepoint]
 pub fn connect_enter(ctx: TracePointContext) -> u32 {
-    if hooks_only() {
-        return 0;
-    }
-    let id = pid_tgid();
-    if !traced(id) {
-        return 0;
-    }
+    let id = preamble!(traced);
     let p = PendingConnect {
         start_ns: now_ns(),
-        uaddr: field(&ctx, SYSCALL_ARG1),
+        uaddr: field(&ctx, sys_enter_connect::USERVADDR),
         sk: 0,
-        fd: field::<u64>(&ctx, SYSCALL_ARG0) as i32,
-        addrlen: field::<u64>(&ctx, SYSCALL_ARG2) as u32,
+        fd: field::<u64>(&ctx, sys_enter_connect::FD) as i32,
+        addrlen: field::<u64>(&ctx, sys_enter_connect::ADDRLEN) as u32,
     };
     if PENDING_CONNECT.insert(&id, &p, 0).is_err() {
-        count(counters::PENDING_MAP_FULL);
+        count(Counter::PendingMapFull);
     }
     0
 }
 
 #[tracepoint]
 pub fn connect_exit(ctx: TracePointContext) -> u32 {
-    if hooks_only() {
-        return 0;
-    }
+    preamble!();
     let id = pid_tgid();
     let Some(p) = PENDING_CONNECT.get_ptr(&id) else {
         // Untraced task (filter) or an enter we never saw: nothing to pair with.
@@ -82,7 +79,7 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
     // The family first: only unix and IP targets are worth an event.
     let mut fam = [0u8; 2];
     if unsafe { bpf_probe_read_user_buf(uaddr, &mut fam) }.is_err() {
-        count(counters::ADDR_READ_FAILED);
+        count(Counter::AddrReadFailed);
         warn!(&ctx, "connect: cannot read the sockaddr at {:x}", p.uaddr);
         return 0;
     }
@@ -90,13 +87,13 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
     if family != AF_UNIX && family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    let ret: i64 = field(&ctx, SYSCALL_RET);
+    let ret: i64 = field(&ctx, sys_exit::RET);
     // One header (comm, clock) for the event and the followed connection.
-    let hdr = header(kind::CONNECT, id);
+    let hdr = header(Kind::Connect, id);
     // The fd now names an upstream connection: follow its requests.
-    super::requests::follow_connected(&hdr, p.fd, ret, family, p.sk);
+    crate::requests::follow_connected(&hdr, p.fd, ret, family, p.sk);
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
-        count(counters::RINGBUF_FULL);
+        count(Counter::RingbufFull);
         return 0;
     };
     let e = entry.as_mut_ptr();
@@ -117,27 +114,11 @@ pub fn connect_exit(ctx: TracePointContext) -> u32 {
             _ => bpf_probe_read_user_buf(uaddr, &mut addr[..]),
         };
         if read.is_err() {
-            count(counters::ADDR_READ_FAILED);
+            count(Counter::AddrReadFailed);
             addr[0] = fam[0];
             addr[1] = fam[1];
         }
     }
     entry.submit(submit_flags());
-    0
-}
-
-#[tracepoint]
-pub fn listen_enter(ctx: TracePointContext) -> u32 {
-    if hooks_only() {
-        return 0;
-    }
-    // Not filtered: listeners belong to the app servers, not to the traced proxy, and listen()
-    // is rare.
-    let id = pid_tgid();
-    let (fd, backlog) = (field::<u64>(&ctx, SYSCALL_ARG0) as i32, field::<u64>(&ctx, SYSCALL_ARG1) as i32);
-    let ev = ListenEvent { hdr: header(kind::LISTEN, id), fd, backlog };
-    if EVENTS.output::<ListenEvent>(&ev, submit_flags()).is_err() {
-        count(counters::RINGBUF_FULL);
-    }
     0
 }

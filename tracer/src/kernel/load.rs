@@ -11,87 +11,87 @@ use serde::Serialize;
 use tracer_common::filter::{FilterConfig, BY_CGROUP, BY_COMM, BY_PID};
 use tracer_common::kernel_layout::KernelLayout;
 
-/// A kernel program and the tracepoint it goes on.
-pub struct ProbeSpec {
-    pub program: &'static str,
-    pub category: &'static str,
-    pub name: &'static str,
-    /// What the user loses if this one does not attach.
-    pub feature: &'static str,
-    /// Without it the command cannot do its job at all.
-    pub required: bool,
-}
+use tracer_common::probes::{self, Group};
+pub use tracer_common::probes::{HookKind, ProbeSpec};
 
-pub const CONNECT_PROBES: &[ProbeSpec] = &[
-    ProbeSpec { program: "connect_enter", category: "syscalls", name: "sys_enter_connect", feature: "connect() tracing", required: true },
-    ProbeSpec { program: "connect_exit", category: "syscalls", name: "sys_exit_connect", feature: "connect() tracing", required: true },
-    ProbeSpec {
-        program: "listen_enter",
-        category: "syscalls",
-        name: "sys_enter_listen",
-        feature: "the backlog passed to listen() (derived from sock_diag instead)",
-        required: false,
-    },
-];
+/// Every kernel program and its hook: the attach table (`tracer_common::probes`).
+pub const ALL_PROBES: &[ProbeSpec] = probes::ALL;
+
+/// connect() results and listen() backlogs (a part of [`ALL_PROBES`]).
+pub const CONNECT_PROBES: &[ProbeSpec] = probes::group(Group::Connect);
 
 /// TCP connect outcome/latency, SYN retransmits, listener drops and accept-queue wait.
 /// A program listed twice is attached to two tracepoints.
-pub const TCP_PROBES: &[ProbeSpec] = &[
-    // tcp_set_state, sock_send and sock_recv are raw tracepoints (arguments as passed, no record).
-    ProbeSpec {
-        program: "tcp_set_state",
-        category: "sock",
-        name: "inet_sock_set_state",
-        feature: "TCP connect latency/outcome and accept-queue wait",
-        required: false,
-    },
-    ProbeSpec { program: "tcp_retransmit", category: "tcp", name: "tcp_retransmit_skb", feature: "SYN retransmit counts", required: false },
-    ProbeSpec { program: "tcp_receive_reset", category: "tcp", name: "tcp_receive_reset", feature: "refused (RST) TCP connects", required: false },
-    ProbeSpec { program: "kfree_skb", category: "skb", name: "kfree_skb", feature: "final-ACK drops at full accept queues", required: false },
-    ProbeSpec { program: "accept_exit", category: "syscalls", name: "sys_exit_accept4", feature: "accept-queue wait (accept4)", required: false },
-    ProbeSpec { program: "accept_exit", category: "syscalls", name: "sys_exit_accept", feature: "accept-queue wait (accept)", required: false },
-];
+pub const TCP_PROBES: &[ProbeSpec] = probes::group(Group::Tcp);
 
 /// Upstream request state (send/recv/close of connect()ed sockets) and the process events that
 /// explain a cut request.
-pub const REQUEST_PROBES: &[ProbeSpec] = &[
-    ProbeSpec { program: "sock_send", category: "sock", name: "sock_send_length", feature: "upstream request tracking", required: false },
-    ProbeSpec { program: "sock_recv", category: "sock", name: "sock_recv_length", feature: "upstream request tracking", required: false },
-    // nginx writes every plaintext HTTP/1.x response header with writev() (its write() calls are
-    // log lines): hooking write()/send() too would only add a program run to every other write.
-    ProbeSpec {
-        program: "status_line",
-        category: "syscalls",
-        name: "sys_enter_writev",
-        feature: "5xx status lines seen in the kernel (the error log is used instead)",
-        required: false,
-    },
-    ProbeSpec {
-        program: "close_enter",
-        category: "syscalls",
-        name: "sys_enter_close",
-        feature: "proxy-side closes of upstream connections",
-        required: false,
-    },
-    ProbeSpec { program: "tcp_destroy", category: "tcp", name: "tcp_destroy_sock", feature: "cleanup of vanished TCP connections", required: false },
-    ProbeSpec { program: "signal_generate", category: "signal", name: "signal_generate", feature: "who killed a worker (signals)", required: false },
-    ProbeSpec { program: "process_exit", category: "sched", name: "sched_process_exit", feature: "worker exits", required: false },
-    ProbeSpec {
-        program: "process_fork",
-        category: "sched",
-        name: "sched_process_fork",
-        feature: "workers forked by app-server masters",
-        required: false,
-    },
-];
+pub const REQUEST_PROBES: &[ProbeSpec] = probes::group(Group::Requests);
+
+/// The attach table as the README shows it (between `<!-- probes:begin -->` and
+/// `<!-- probes:end -->`, kept equal by a unit test).
+pub fn probes_markdown() -> String {
+    let mut out = String::from("| program | hook | kind | required | oldest kernel | without it |\n|---|---|---|---|---|---|\n");
+    for p in ALL_PROBES {
+        let since = if p.since_verified { p.since.to_string() } else { format!("{} (unverified)", p.since) };
+        let required = if p.required { "yes" } else { "no" };
+        out += &format!("| `{}` | `{}:{}` | {} | {required} | {since} | {} |\n", p.program, p.category, p.name, p.kind.as_str(), p.feature);
+    }
+    out
+}
+
+/// The fields a classic tracepoint program reads, compared with this kernel's format file: an
+/// older layout (e.g. 6.1's sched_process_fork, whose child_pid is at 44) would have the program
+/// read the wrong bytes without the verifier noticing. Err says what differs. A format file that
+/// cannot be read is not an error here (attaching says what is missing).
+fn check_fields(p: &ProbeSpec) -> anyhow::Result<()> {
+    if p.fields.is_empty() {
+        return Ok(());
+    }
+    let Some(format) = tracepoint_format(p.category, p.name) else { return Ok(()) };
+    check_fields_in(&format, p)
+}
+
+fn check_fields_in(format: &str, p: &ProbeSpec) -> anyhow::Result<()> {
+    for f in p.fields {
+        match format_field(format, f.name) {
+            Some((offset, size)) if offset == f.offset && size >= f.size => {}
+            Some((offset, size)) => bail!(
+                "this kernel's {}:{} record has {} at offset {offset} (size {size}); the program reads offset {} (size {})",
+                p.category,
+                p.name,
+                f.name,
+                f.offset,
+                f.size
+            ),
+            None => bail!("this kernel's {}:{} record has no field {}", p.category, p.name, f.name),
+        }
+    }
+    Ok(())
+}
+
+/// Offset and size of a field in a tracepoint format file (`field:int fd;\toffset:16;\tsize:8;…`).
+fn format_field(format: &str, name: &str) -> Option<(usize, usize)> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';');
+        let decl = parts.next()?.strip_prefix("field:")?;
+        let field = decl.rsplit(char::is_whitespace).next()?;
+        if field.split('[').next()? != name {
+            return None;
+        }
+        let num = |key: &str| parts.clone().find_map(|p| p.trim().strip_prefix(key)?.parse().ok());
+        Some((num("offset:")?, num("size:")?))
+    })
+}
+
+fn tracepoint_format(category: &str, name: &str) -> Option<String> {
+    [TRACEFS, "/sys/kernel/debug/tracing"].iter().find_map(|root| std::fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok())
+}
 
 /// The numeric value of an enum symbol in a tracepoint's print format, e.g.
 /// `{ 40, "TCP_LISTEN_OVERFLOW" }` in skb/kfree_skb: enum values differ between kernels.
 pub fn tracepoint_symbol(category: &str, name: &str, symbol: &str) -> Option<u32> {
-    let format = [TRACEFS, "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|root| std::fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok())?;
-    parse_symbol(&format, symbol)
+    parse_symbol(&tracepoint_format(category, name)?, symbol)
 }
 
 fn parse_symbol(format: &str, symbol: &str) -> Option<u32> {
@@ -222,6 +222,7 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         }
     }
     let mut statuses = Vec::new();
+    // Programs loaded so far (a program listed twice is loaded once, attached twice).
     let mut loaded = std::collections::HashSet::new();
     // For measuring what each hook costs (the bench), or working around a misbehaving one:
     // programs named here are not attached, and the stats say so.
@@ -234,7 +235,7 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
         } else if p.program == "kfree_skb" && overflow_reason == 0 && no_socket_reason == 0 {
             Err(anyhow::anyhow!("this kernel's kfree_skb has no TCP_LISTEN_OVERFLOW / NO_SOCKET drop reasons"))
         } else {
-            attach(&mut ebpf, p, loaded.insert(p.program))
+            check_fields(p).and_then(|()| attach(&mut ebpf, p, &mut loaded))
         };
         if let Err(e) = &result {
             if p.required && !skipped(p.program) {
@@ -288,31 +289,93 @@ pub fn kernel_layout() -> KernelLayout {
     })
 }
 
-/// Attach a tracepoint program to `category:name`, or a raw-tracepoint program to `name` (the
-/// object's section says which kind each program is).
-fn attach(ebpf: &mut Ebpf, p: &ProbeSpec, first_use: bool) -> anyhow::Result<()> {
+/// Attach a tracepoint program to `category:name`, or a raw-tracepoint program to `name`, as the
+/// table says (the object's section must agree). Loads the program on its first use.
+fn attach(ebpf: &mut Ebpf, p: &ProbeSpec, loaded: &mut std::collections::HashSet<&'static str>) -> anyhow::Result<()> {
     let prog = ebpf.program_mut(p.program).with_context(|| format!("program {} missing from the object", p.program))?;
     let rejected = || format!("verifier rejected {}", p.program);
-    match prog {
-        Program::TracePoint(prog) => {
-            if first_use {
+    match (prog, p.kind) {
+        (Program::TracePoint(prog), HookKind::Tracepoint) => {
+            if !loaded.contains(p.program) {
                 prog.load().with_context(rejected)?;
+                loaded.insert(p.program);
             }
             prog.attach(p.category, p.name)?;
         }
-        Program::RawTracePoint(prog) => {
-            if first_use {
+        (Program::RawTracePoint(prog), HookKind::RawTracepoint) => {
+            if !loaded.contains(p.program) {
                 prog.load().with_context(rejected)?;
+                loaded.insert(p.program);
             }
             prog.attach(p.name)?;
         }
-        _ => bail!("program {} is neither a tracepoint nor a raw tracepoint program", p.program),
+        _ => bail!("program {} is not a {} program in the object", p.program, p.kind.as_str()),
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// README.md's "Kernel hooks" table is the attach table: `TRACER_UPDATE_README=1 cargo test
+    /// -p tracer --lib readme` rewrites it.
+    #[test]
+    fn readme_hook_table_is_the_attach_table() {
+        const BEGIN: &str = "<!-- probes:begin -->\n";
+        const END: &str = "<!-- probes:end -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let start = readme.find(BEGIN).expect("README.md has <!-- probes:begin -->") + BEGIN.len();
+        let end = start + readme[start..].find(END).expect("README.md has <!-- probes:end -->");
+        let table = probes_markdown();
+        if readme[start..end] != table && std::env::var("TRACER_UPDATE_README").is_ok_and(|v| v == "1") {
+            std::fs::write(path, format!("{}{table}{}", &readme[..start], &readme[end..])).expect("writing README.md");
+            return;
+        }
+        assert_eq!(readme[start..end], table, "README.md's hook table differs from tracer_common::probes::ALL (TRACER_UPDATE_README=1 rewrites it)");
+    }
+
+    #[test]
+    fn the_legacy_groups_are_the_whole_table() {
+        let chained: Vec<_> = CONNECT_PROBES.iter().chain(TCP_PROBES).chain(REQUEST_PROBES).collect();
+        assert_eq!(chained.len(), ALL_PROBES.len());
+        assert!(chained.iter().zip(ALL_PROBES).all(|(a, b)| *a == b));
+        assert_eq!(CONNECT_PROBES[0].program, "connect_enter");
+    }
+
+    const FORK_618: &str = "name: sched_process_fork\nID: 318\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
+    const FORK_61: &str = "format:\n\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
+
+    #[test]
+    fn fields_are_checked_against_the_format_file() {
+        assert_eq!(format_field(FORK_618, "child_pid"), Some((20, 4)));
+        assert_eq!(format_field(FORK_618, "parent_comm"), Some((8, 4)));
+        assert_eq!(format_field(FORK_61, "child_comm"), Some((28, 16)));
+        assert_eq!(format_field(FORK_61, "child"), None);
+        let fork = ALL_PROBES.iter().find(|p| p.program == "process_fork").unwrap();
+        assert!(check_fields_in(FORK_618, fork).is_ok());
+        let e = check_fields_in(FORK_61, fork).unwrap_err().to_string();
+        assert!(e.contains("child_pid at offset 44"), "{e}");
+        let exit = ALL_PROBES.iter().find(|p| p.program == "process_exit").unwrap();
+        assert!(check_fields_in(FORK_61, exit).unwrap_err().to_string().contains("no field group_dead"));
+    }
+
+    /// Every field the programs read is where this kernel's format file says (when tracefs is
+    /// readable: as root).
+    #[test]
+    fn offsets_match_this_kernels_tracepoints() {
+        let mut checked = 0;
+        for p in ALL_PROBES.iter().filter(|p| !p.fields.is_empty()) {
+            let Some(format) = tracepoint_format(p.category, p.name) else { continue };
+            check_fields_in(&format, p).unwrap();
+            checked += 1;
+        }
+        if checked == 0 {
+            eprintln!("tracefs not readable: offsets not checked against this kernel");
+        }
+    }
+
     #[test]
     fn enum_values_come_from_the_print_format() {
         let f = r#"print fmt: "reason: %s", __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 40, "TCP_LISTEN_OVERFLOW" }, { 41, "X" })"#;

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
 use tokio::io::unix::AsyncFd;
-use tracer_common::counters;
+use tracer_common::Counter;
 
 use crate::kernel::events::Event;
 
@@ -18,7 +18,7 @@ pub struct Source {
     pub events: u64,
 }
 
-/// Events the kernel side dropped, by reason (`tracer_common::counters::NAMES`).
+/// Events the kernel side dropped, by reason (the kernel's counters are `tracer_common::Counter`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lost {
     pub ringbuf_full: u64,
@@ -96,14 +96,14 @@ impl Source {
     }
 
     pub fn lost(&self) -> Lost {
-        let sum = |i: u32| self.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        let sum = |c: Counter| self.counters.get(&(c as u32), 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
         Lost {
-            ringbuf_full: sum(counters::RINGBUF_FULL),
-            pending_map_full: sum(counters::PENDING_MAP_FULL),
-            conn_map_full: sum(counters::CONN_MAP_FULL),
-            addr_read_failed: sum(counters::ADDR_READ_FAILED),
-            sock_lookup_failed: sum(counters::SOCK_LOOKUP_FAILED),
-            conn_evicted: sum(counters::CONN_EVICTED),
+            ringbuf_full: sum(Counter::RingbufFull),
+            pending_map_full: sum(Counter::PendingMapFull),
+            conn_map_full: sum(Counter::ConnMapFull),
+            addr_read_failed: sum(Counter::AddrReadFailed),
+            sock_lookup_failed: sum(Counter::SockLookupFailed),
+            conn_evicted: sum(Counter::ConnEvicted),
             runs_skipped: self.programs.iter().map(recursion_misses).sum(),
             decode_errors: self.decode_errors,
         }
@@ -134,4 +134,18 @@ fn drain_ring(ring: &mut RingBuf<MapData>, f: &mut impl FnMut(Event, &[u8])) -> 
         }
     }
     (events, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's counters keep their names in the outputs.
+    #[test]
+    fn every_kernel_counter_is_reported_under_its_name() {
+        let names: Vec<_> = Lost::default().by_reason().iter().map(|(r, _)| *r).collect();
+        for c in Counter::ALL {
+            assert!(names.contains(&c.as_str()), "{c} missing from Lost::by_reason");
+        }
+    }
 }
