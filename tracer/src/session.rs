@@ -7,14 +7,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
-use tracer_common::request::close;
+use tracer_common::request::CloseClass;
+use tracer_common::tcp::ConnectOutcome;
 
 use crate::diagnosis::join::{Correlator, Status};
 use crate::host::appserver::AppServer;
 use crate::host::env::Env;
 use crate::host::record::Mark;
 use crate::host::timebase::Timebase;
-use crate::kernel::events::{Connect, Event, TcpConnect};
+use crate::kernel::events::{Connect, Event};
 use crate::kernel::load::ProbeStatus;
 use crate::kernel::sockaddr::Target;
 use crate::kernel::source::Lost;
@@ -149,19 +150,18 @@ impl Session {
         self.host.env.event(raw);
         let (state, host) = (&mut self.state, &mut self.host);
         match e {
-            Event::Connect(raw) => self.on_connect(Connect::from_event(&raw))?,
+            Event::Connect(c) => self.on_connect(c)?,
             Event::Listen(l) => host.note_listen(l.hdr.pid, l.fd, l.backlog),
-            Event::TcpConnect(raw) => {
-                let c = TcpConnect::from_event(&raw);
+            Event::TcpConnect(c) => {
                 let cause = state.tcp.on_connect(&c, host);
                 self.cause(cause);
-                if self.all_connections || c.outcome != tracer_common::tcp::outcome::ESTABLISHED || c.syn_retransmits > 0 {
+                if self.all_connections || c.outcome != ConnectOutcome::Established || c.syn_retransmits > 0 {
                     self.out.tcp_connect(&TcpConnectRecord::new(&c, &self.tb))?;
                 }
             }
             Event::ListenOverflow(o) => state.tcp.on_ack_drop(&o, host),
             Event::Accept(a) => state.tcp.on_accept(&a),
-            Event::ConnClose(e) if e.class == close::UNUSED => {
+            Event::ConnClose(e) if e.class == CloseClass::Unused => {
                 // A TCP connect already counted as established that the proxy gave up on.
                 if let Some(Target::Inet(remote)) = state.requests.target_of(e.hdr.pid, e.fd).cloned() {
                     let cause = state.tcp.on_given_up_late(remote, e.hdr.ts_ns, e.hdr.pid, e.idle_ns, host);
@@ -293,7 +293,7 @@ mod tests {
     use crate::diagnosis::verdict::VerdictKind;
     use crate::output::Quiet;
     use tracer_common::connect::SOCKADDR_MAX;
-    use tracer_common::request::how;
+    use tracer_common::request::CloseHow;
     use tracer_common::{kind, ConnCloseEvent, ConnectEvent, EventHeader, StatusEvent};
 
     const NGINX: u32 = 10;
@@ -331,14 +331,14 @@ mod tests {
             self.feed(raw(&e))
         }
 
-        fn close(&mut self, pid: u32, ts_ns: u64, class: u32, how: u32, seq: u32) -> &mut Run {
+        fn close(&mut self, pid: u32, ts_ns: u64, class: CloseClass, how: CloseHow, seq: u32) -> &mut Run {
             let e = ConnCloseEvent {
                 hdr: hdr(kind::CONN_CLOSE, pid, ts_ns),
                 sk: 0xffff_8880_0000_1000,
                 request_age_ns: 1_500_000_000,
                 idle_ns: if seq > 1 { 1_000_000_000 } else { 0 },
-                class,
-                how,
+                class: class as u32,
+                how: how as u32,
                 seq,
                 bytes_recv: 0,
                 fd: FD,
@@ -362,7 +362,7 @@ mod tests {
     impl Run {
         /// A TCP connect by `pid` to 10.250.0.2:8000 that left SYN_SENT with `outcome` after
         /// `retransmits` SYN retransmits and `latency_ns`.
-        fn tcp_connect(&mut self, pid: u32, ts_ns: u64, outcome: u32, retransmits: u32, latency_ns: u64) -> &mut Run {
+        fn tcp_connect(&mut self, pid: u32, ts_ns: u64, outcome: ConnectOutcome, retransmits: u32, latency_ns: u64) -> &mut Run {
             let mut addrs =
                 tracer_common::TcpAddrs { family: libc::AF_INET as u16, sport: 40000, dport: 8000, _pad: 0, saddr: [0; 16], daddr: [0; 16] };
             addrs.saddr[..4].copy_from_slice(&[10, 250, 0, 1]);
@@ -373,7 +373,7 @@ mod tests {
                 skaddr: 1,
                 start_ns: ts_ns - latency_ns,
                 latency_ns,
-                outcome,
+                outcome: outcome as u32,
                 syn_retransmits: retransmits,
             };
             self.feed(raw(&e))
@@ -382,12 +382,11 @@ mod tests {
 
     #[test]
     fn connects_delayed_by_syn_drops_are_near_misses_and_the_abandoned_ones_504s() {
-        use tracer_common::tcp::outcome;
         let r = Run::new()
-            .tcp_connect(NGINX, 2_000_000_000, outcome::ESTABLISHED, 0, 50_000)
-            .tcp_connect(NGINX, 3_000_000_000, outcome::ESTABLISHED, 1, 1_003_000_000)
-            .tcp_connect(NGINX, 4_000_000_000, outcome::ESTABLISHED, 2, 3_004_000_000)
-            .tcp_connect(NGINX, 5_000_000_000, outcome::ABANDONED, 1, 1_000_000_000)
+            .tcp_connect(NGINX, 2_000_000_000, ConnectOutcome::Established, 0, 50_000)
+            .tcp_connect(NGINX, 3_000_000_000, ConnectOutcome::Established, 1, 1_003_000_000)
+            .tcp_connect(NGINX, 4_000_000_000, ConnectOutcome::Established, 2, 3_004_000_000)
+            .tcp_connect(NGINX, 5_000_000_000, ConnectOutcome::Abandoned, 1, 1_000_000_000)
             .status(NGINX, 5_000_100_000, 504)
             .report();
         assert_eq!(kinds(&r), vec![(VerdictKind::ConnectTimeout, 1)]);
@@ -444,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_close_just_before_the_status_line_explains_it() {
-        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, close::PREMATURE, how::EOF, 1).status(NGINX, 2_500, 502).report();
+        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, CloseClass::Premature, CloseHow::Eof, 1).status(NGINX, 2_500, 502).report();
         assert_eq!((r.total_5xx, r.explained), (1, 1));
         assert_eq!(kinds(&r), vec![(VerdictKind::UpstreamClosed, 1)], "no worker death seen: not blamed on one");
         assert_eq!(r.verdicts[0].target, "unix:/run/app.sock");
@@ -453,27 +452,27 @@ mod tests {
 
     #[test]
     fn a_status_line_before_any_cause_is_unexplained_never_guessed() {
-        let r = Run::new().connect(NGINX, 1_000, 0).status(NGINX, 1_500, 502).close(NGINX, 2_000, close::PREMATURE, how::EOF, 1).report();
+        let r = Run::new().connect(NGINX, 1_000, 0).status(NGINX, 1_500, 502).close(NGINX, 2_000, CloseClass::Premature, CloseHow::Eof, 1).report();
         assert_eq!((r.total_5xx, r.explained, r.unexplained.len()), (1, 0, 1));
         assert_eq!(r.absorbed.get("premature_close"), Some(&1), "the later close had no status line after it");
     }
 
     #[test]
     fn reuse_after_the_peers_fin_is_the_keepalive_race() {
-        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, close::KEEPALIVE_RACE, how::EOF, 2).status(NGINX, 2_100, 502).report();
+        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, CloseClass::KeepaliveRace, CloseHow::Eof, 2).status(NGINX, 2_100, 502).report();
         assert_eq!(kinds(&r), vec![(VerdictKind::KeepaliveTimeoutMismatch, 1)]);
         assert!(r.verdicts[0].proof.contains("~1.0 s idle"), "{}", r.verdicts[0].proof);
     }
 
     #[test]
     fn a_reset_during_send_is_joined_like_an_eof() {
-        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, close::PREMATURE, how::SEND_FAILED, 1).status(NGINX, 2_100, 502).report();
+        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, CloseClass::Premature, CloseHow::SendFailed, 1).status(NGINX, 2_100, 502).report();
         assert_eq!(kinds(&r), vec![(VerdictKind::UpstreamClosed, 1)]);
     }
 
     #[test]
     fn another_workers_cause_does_not_explain_a_status() {
-        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, close::PREMATURE, how::EOF, 1).status(NGINX + 1, 2_100, 502).report();
+        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, CloseClass::Premature, CloseHow::Eof, 1).status(NGINX + 1, 2_100, 502).report();
         assert_eq!((r.explained, r.unexplained.len()), (0, 1));
     }
 
@@ -482,14 +481,14 @@ mod tests {
         let r = Run::new().connect(NGINX, 1_000, -(libc::EAGAIN as i64)).status(NGINX, 1_100, 504).report();
         assert_eq!((r.total_5xx, r.explained), (1, 0));
         assert_eq!(r.absorbed.get("connect_eagain"), Some(&1));
-        let r = Run::new().connect(NGINX, 1_900, 0).close(NGINX, 2_000, close::PROXY_ABORT, how::LOCAL, 1).status(NGINX, 2_100, 502).report();
+        let r = Run::new().connect(NGINX, 1_900, 0).close(NGINX, 2_000, CloseClass::ProxyAbort, CloseHow::Local, 1).status(NGINX, 2_100, 502).report();
         assert_eq!((r.total_5xx, r.explained), (1, 0));
         assert_eq!(r.absorbed.get("proxy_abort"), Some(&1));
         let r = Run::new()
             .connect(NGINX, 1_000, -(libc::EAGAIN as i64))
             .status(NGINX, 1_100, 502)
             .connect(NGINX, 1_900, 0)
-            .close(NGINX, 2_000, close::PROXY_ABORT, how::LOCAL, 1)
+            .close(NGINX, 2_000, CloseClass::ProxyAbort, CloseHow::Local, 1)
             .status(NGINX, 2_100, 504)
             .report();
         assert_eq!(kinds(&r), vec![(VerdictKind::ListenQueueFull, 1), (VerdictKind::ProxyTimeout, 1)]);

@@ -1,9 +1,13 @@
-//! Ring-buffer records → typed events. The header's `kind` says which struct follows.
+//! Ring-buffer records → typed events, decoded once: the header's `kind` says which struct
+//! follows, and every code the kernel wrote (close class, how, connect outcome) becomes its enum
+//! here; a value no enum has is a decode error (counted), never passed on as a number.
 
 use std::mem::size_of;
 
+use tracer_common::request::{CloseClass, CloseHow};
+use tracer_common::tcp::ConnectOutcome;
 use tracer_common::{
-    kind, AcceptEvent, ConnCloseEvent, ConnectEvent, EventHeader, ExitEvent, ForkEvent, ListenEvent, ListenOverflowEvent, RequestEvent, SignalEvent,
+    AcceptEvent, ConnCloseEvent, ConnectEvent, EventHeader, ExitEvent, ForkEvent, Kind, ListenEvent, ListenOverflowEvent, RequestEvent, SignalEvent,
     StatusEvent, TcpConnectEvent,
 };
 
@@ -16,18 +20,25 @@ pub enum DecodeError {
     Short { len: usize, need: usize, what: &'static str },
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
+    #[error("unknown {what} {value}")]
+    UnknownCode { what: &'static str, value: u32 },
+}
+
+/// The enum of a code the kernel wrote.
+fn code<T>(what: &'static str, value: u32, from: impl Fn(u32) -> Option<T>) -> Result<T, DecodeError> {
+    from(value).ok_or(DecodeError::UnknownCode { what, value })
 }
 
 /// A decoded kernel event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    Connect(ConnectEvent),
+    Connect(Connect),
     Listen(ListenEvent),
-    TcpConnect(TcpConnectEvent),
+    TcpConnect(TcpConnect),
     ListenOverflow(ListenOverflowEvent),
     Accept(AcceptEvent),
     Request(RequestEvent),
-    ConnClose(ConnCloseEvent),
+    ConnClose(ConnClose),
     Signal(SignalEvent),
     Exit(ExitEvent),
     Fork(ForkEvent),
@@ -45,36 +56,20 @@ fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
 impl Event {
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         let hdr: EventHeader = read(bytes, "event header")?;
-        match hdr.kind {
-            kind::CONNECT => Ok(Event::Connect(read(bytes, "connect event")?)),
-            kind::LISTEN => Ok(Event::Listen(read(bytes, "listen event")?)),
-            kind::TCP_CONNECT => Ok(Event::TcpConnect(read(bytes, "tcp connect event")?)),
-            kind::LISTEN_OVERFLOW => Ok(Event::ListenOverflow(read(bytes, "listen overflow event")?)),
-            kind::ACCEPT => Ok(Event::Accept(read(bytes, "accept event")?)),
-            kind::REQUEST => Ok(Event::Request(read(bytes, "request event")?)),
-            kind::CONN_CLOSE => Ok(Event::ConnClose(read(bytes, "close event")?)),
-            kind::SIGNAL => Ok(Event::Signal(read(bytes, "signal event")?)),
-            kind::EXIT => Ok(Event::Exit(read(bytes, "exit event")?)),
-            kind::FORK => Ok(Event::Fork(read(bytes, "fork event")?)),
-            kind::STATUS => Ok(Event::Status(read(bytes, "status event")?)),
-            other => Err(DecodeError::UnknownKind(other)),
-        }
-    }
-
-    pub fn header(&self) -> &EventHeader {
-        match self {
-            Event::Connect(e) => &e.hdr,
-            Event::Listen(e) => &e.hdr,
-            Event::TcpConnect(e) => &e.hdr,
-            Event::ListenOverflow(e) => &e.hdr,
-            Event::Accept(e) => &e.hdr,
-            Event::Request(e) => &e.hdr,
-            Event::ConnClose(e) => &e.hdr,
-            Event::Signal(e) => &e.hdr,
-            Event::Exit(e) => &e.hdr,
-            Event::Fork(e) => &e.hdr,
-            Event::Status(e) => &e.hdr,
-        }
+        let Some(kind) = Kind::from_u32(hdr.kind) else { return Err(DecodeError::UnknownKind(hdr.kind)) };
+        Ok(match kind {
+            Kind::Connect => Event::Connect(Connect::from_event(&read(bytes, "connect event")?)),
+            Kind::Listen => Event::Listen(read(bytes, "listen event")?),
+            Kind::TcpConnect => Event::TcpConnect(TcpConnect::from_event(&read(bytes, "tcp connect event")?)?),
+            Kind::ListenOverflow => Event::ListenOverflow(read(bytes, "listen overflow event")?),
+            Kind::Accept => Event::Accept(read(bytes, "accept event")?),
+            Kind::Request => Event::Request(read(bytes, "request event")?),
+            Kind::ConnClose => Event::ConnClose(ConnClose::from_event(&read(bytes, "close event")?)?),
+            Kind::Signal => Event::Signal(read(bytes, "signal event")?),
+            Kind::Exit => Event::Exit(read(bytes, "exit event")?),
+            Kind::Fork => Event::Fork(read(bytes, "fork event")?),
+            Kind::Status => Event::Status(read(bytes, "status event")?),
+        })
     }
 }
 
@@ -143,15 +138,14 @@ pub struct TcpConnect {
     pub remote: std::net::SocketAddr,
     pub start_ns: u64,
     pub latency_ns: u64,
-    /// `tracer_common::tcp::outcome::*`.
-    pub outcome: u32,
+    pub outcome: ConnectOutcome,
     pub syn_retransmits: u32,
 }
 
 impl TcpConnect {
-    pub fn from_event(e: &TcpConnectEvent) -> TcpConnect {
+    pub fn from_event(e: &TcpConnectEvent) -> Result<TcpConnect, DecodeError> {
         let a = &e.addrs;
-        TcpConnect {
+        Ok(TcpConnect {
             ts_ns: e.hdr.ts_ns,
             pid: e.hdr.pid,
             comm: comm(&e.hdr),
@@ -159,19 +153,41 @@ impl TcpConnect {
             remote: std::net::SocketAddr::new(ip(a.family, &a.daddr), a.dport),
             start_ns: e.start_ns,
             latency_ns: e.latency_ns,
-            outcome: e.outcome,
+            outcome: code("connect outcome", e.outcome, ConnectOutcome::from_u32)?,
             syn_retransmits: e.syn_retransmits,
-        }
+        })
     }
+}
 
-    pub fn outcome_name(&self) -> &'static str {
-        use tracer_common::tcp::outcome;
-        match self.outcome {
-            outcome::ESTABLISHED => "established",
-            outcome::REFUSED => "refused",
-            outcome::ABANDONED => "abandoned",
-            _ => "unknown",
-        }
+/// An upstream connection that closed in a way that matters, its codes decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnClose {
+    /// The proxy process (nginx worker) that owns the connection.
+    pub hdr: EventHeader,
+    pub sk: u64,
+    /// Age of the outstanding request (first request byte → close); 0 for idle closes.
+    pub request_age_ns: u64,
+    /// Idle time before the outstanding request was sent (races), or until the close (idle).
+    pub idle_ns: u64,
+    pub class: CloseClass,
+    pub how: CloseHow,
+    /// Requests sent on the connection, including the outstanding one.
+    pub seq: u32,
+    pub fd: i32,
+}
+
+impl ConnClose {
+    pub fn from_event(e: &ConnCloseEvent) -> Result<ConnClose, DecodeError> {
+        Ok(ConnClose {
+            hdr: e.hdr,
+            sk: e.sk,
+            request_age_ns: e.request_age_ns,
+            idle_ns: e.idle_ns,
+            class: code("close class", e.class, CloseClass::from_u32)?,
+            how: code("close how", e.how, CloseHow::from_u32)?,
+            seq: e.seq,
+            fd: e.fd,
+        })
     }
 }
 
@@ -187,7 +203,7 @@ mod tests {
         addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
         addr[2..13].copy_from_slice(b"/tmp/a.sock");
         let e = ConnectEvent {
-            hdr: EventHeader { kind: kind::CONNECT, pid: 10, tid: 11, _pad: 0, ts_ns: 5, comm },
+            hdr: EventHeader { kind: Kind::Connect as u32, pid: 10, tid: 11, _pad: 0, ts_ns: 5, comm },
             duration_ns: 1200,
             ret,
             fd: 7,
@@ -200,8 +216,7 @@ mod tests {
 
     #[test]
     fn decodes_a_connect() {
-        let Event::Connect(e) = Event::decode(&connect_bytes(-11)).unwrap() else { panic!() };
-        let c = Connect::from_event(&e);
+        let Event::Connect(c) = Event::decode(&connect_bytes(-11)).unwrap() else { panic!() };
         assert_eq!(c.comm, "nginx");
         assert_eq!((c.pid, c.tid, c.fd, c.errno, c.duration_ns), (10, 11, 7, 11, 1200));
         assert_eq!(c.target.to_string(), "unix:/tmp/a.sock");
@@ -210,8 +225,8 @@ mod tests {
 
     #[test]
     fn einprogress_is_not_a_failure() {
-        let Event::Connect(e) = Event::decode(&connect_bytes(-115)).unwrap() else { panic!() };
-        assert!(!Connect::from_event(&e).failed());
+        let Event::Connect(c) = Event::decode(&connect_bytes(-115)).unwrap() else { panic!() };
+        assert!(!c.failed());
     }
 
     #[test]

@@ -149,13 +149,7 @@ impl Metrics {
         for (target, r) in &s.state.requests.targets {
             let up = self.cap.label(&target.to_string());
             for (class, n) in &r.closes {
-                let class = match *class {
-                    tracer_common::request::close::PREMATURE => "premature",
-                    tracer_common::request::close::KEEPALIVE_RACE => "keepalive_race",
-                    tracer_common::request::close::PROXY_ABORT => "proxy_abort",
-                    _ => "idle",
-                };
-                Self::to_total(seen, "closes", &self.closes, vec![("upstream", up.clone()), ("class", class.into())], *n);
+                Self::to_total(seen, "closes", &self.closes, vec![("upstream", up.clone()), ("class", class.as_str().into())], *n);
             }
         }
         for st in statuses {

@@ -10,9 +10,11 @@ use crate::kernel::errno;
 use crate::kernel::events::{Connect, TcpConnect};
 use crate::kernel::load::ProbeStatus;
 use crate::kernel::source::Lost;
-use crate::state::requests::{CutRequest, RequestStats};
+use crate::state::requests::{CutRequest, DeathCause, RequestStats};
 use crate::state::tcp::{ListenerStats, TcpTarget};
 use crate::state::{ListenerView, TargetStats};
+use tracer_common::request::{CloseClass, CloseHow};
+use tracer_common::tcp::ConnectOutcome;
 
 /// `{"type":"connect_failed", ...}`: one failed connect().
 #[derive(Clone, Debug, Serialize)]
@@ -136,7 +138,6 @@ pub struct RequestSummary {
 
 impl RequestSummary {
     pub fn new(s: &RequestStats) -> RequestSummary {
-        use tracer_common::request::close;
         let q = |h: &hdrhistogram::Histogram<u64>, p: f64| us(h.value_at_quantile(p));
         RequestSummary {
             completed: s.completed,
@@ -150,10 +151,10 @@ impl RequestSummary {
             total_p99_us: q(&s.total_ns, 0.99),
             total_p999_us: q(&s.total_ns, 0.999),
             total_max_us: us(s.total_ns.max()),
-            premature_closes: s.closes_of(close::PREMATURE),
-            keepalive_races: s.closes_of(close::KEEPALIVE_RACE),
-            proxy_aborts: s.closes_of(close::PROXY_ABORT),
-            idle_closes: s.closes_of(close::IDLE),
+            premature_closes: s.closes_of(CloseClass::Premature),
+            keepalive_races: s.closes_of(CloseClass::KeepaliveRace),
+            proxy_aborts: s.closes_of(CloseClass::ProxyAbort),
+            idle_closes: s.closes_of(CloseClass::Idle),
         }
     }
 }
@@ -171,7 +172,7 @@ pub struct WorkerDeath {
     pub exited: bool,
     /// "killed_by_master" (gunicorn timeout, uwsgi harakiri), "oom_kill", "killed" (another
     /// process), "exited" (no fatal signal: max-requests recycling, reload), "unknown".
-    pub cause: &'static str,
+    pub cause: DeathCause,
 }
 
 /// `{"type":"upstream_close", ...}`: a request the upstream cut short, or the proxy gave up on.
@@ -186,9 +187,9 @@ pub struct UpstreamClose {
     /// `unix:/path`, `ip:port`, or null when the connection's connect() was not seen.
     pub target: Option<String>,
     /// "premature", "keepalive_race" or "proxy_abort".
-    pub class: &'static str,
+    pub class: CloseClass,
     /// "eof", "reset", "send_failed" or "local".
-    pub how: &'static str,
+    pub how: CloseHow,
     /// How long the request had been outstanding.
     pub request_age_ms: f64,
     /// Idle time of the connection before this request was sent on it (reuse).
@@ -200,7 +201,6 @@ pub struct UpstreamClose {
 
 impl UpstreamClose {
     pub fn new(c: &CutRequest, tb: &Timebase) -> UpstreamClose {
-        use tracer_common::request::{close, how};
         let e = &c.ev;
         UpstreamClose {
             kind: "upstream_close",
@@ -209,18 +209,8 @@ impl UpstreamClose {
             comm: c.comm.clone(),
             fd: e.fd,
             target: c.target.as_ref().map(|t| t.to_string()),
-            class: match e.class {
-                close::PREMATURE => "premature",
-                close::KEEPALIVE_RACE => "keepalive_race",
-                close::PROXY_ABORT => "proxy_abort",
-                _ => "idle",
-            },
-            how: match e.how {
-                how::EOF => "eof",
-                how::RESET => "reset",
-                how::SEND_FAILED => "send_failed",
-                _ => "local",
-            },
+            class: e.class,
+            how: e.how,
             request_age_ms: e.request_age_ns as f64 / 1e6,
             idle_before_ms: e.idle_ns as f64 / 1e6,
             seq: e.seq,
@@ -232,7 +222,7 @@ impl UpstreamClose {
                 sender_pid: d.signal.as_ref().map(|s| s.1),
                 sender_comm: d.signal.as_ref().map(|s| s.2.clone()),
                 exited: d.exited,
-                cause: d.cause.as_str(),
+                cause: d.cause,
             }),
         }
     }
@@ -310,7 +300,7 @@ pub struct TcpConnectRecord {
     pub local: String,
     pub remote: String,
     /// "established", "refused" or "abandoned".
-    pub outcome: &'static str,
+    pub outcome: ConnectOutcome,
     /// SYN_SENT → outcome.
     pub latency_us: f64,
     pub syn_retransmits: u32,
@@ -325,7 +315,7 @@ impl TcpConnectRecord {
             comm: c.comm.clone(),
             local: c.local.to_string(),
             remote: c.remote.to_string(),
-            outcome: c.outcome_name(),
+            outcome: c.outcome,
             latency_us: us(c.latency_ns),
             syn_retransmits: c.syn_retransmits,
         }

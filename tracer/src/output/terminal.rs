@@ -2,6 +2,8 @@
 //! `unix:/run/gunicorn.sock  EAGAIN 81 in 2.1s of 100 connects  queue 17/16 (gunicorn pid 1234, listen(16), somaxconn 4096)`.
 
 use std::io::{self, Write};
+use tracer_common::request::CloseClass;
+use tracer_common::tcp::ConnectOutcome;
 
 use super::records::{
     ConnectFailed, ListenerSummary, RequestSummary, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, TcpSummary, UpstreamClose,
@@ -162,9 +164,9 @@ impl<W: Write> Output for Terminal<W> {
 
     fn tcp_connect(&mut self, r: &TcpConnectRecord) -> io::Result<()> {
         let what = match r.outcome {
-            "established" => format!("established after {}", human_us(r.latency_us)),
-            "refused" => "refused (RST: nothing listening)".to_string(),
-            _ => format!("abandoned in SYN_SENT after {} (connect timeout)", human_us(r.latency_us)),
+            ConnectOutcome::Established => format!("established after {}", human_us(r.latency_us)),
+            ConnectOutcome::Refused => "refused (RST: nothing listening)".to_string(),
+            ConnectOutcome::Abandoned => format!("abandoned in SYN_SENT after {} (connect timeout)", human_us(r.latency_us)),
         };
         writeln!(self.out, "{} {}[{}] tcp {} → {}  {what}, {} SYN retransmits", clock(r.time), r.comm, r.pid, r.local, r.remote, r.syn_retransmits)?;
         self.out.flush()
@@ -172,18 +174,23 @@ impl<W: Write> Output for Terminal<W> {
 
     fn upstream_close(&mut self, r: &UpstreamClose) -> io::Result<()> {
         let what = match r.class {
-            "premature" => format!("upstream closed ({}) a request {:.0} ms old", r.how, r.request_age_ms),
-            "keepalive_race" => {
+            CloseClass::Premature => format!("upstream closed ({}) a request {:.0} ms old", r.how, r.request_age_ms),
+            CloseClass::KeepaliveRace => {
                 format!("keep-alive race: request sent on a connection idle {:.0} ms, upstream closed it ({})", r.idle_before_ms, r.how)
             }
-            _ => format!("proxy gave up on a request after {:.0} ms (closed it)", r.request_age_ms),
+            CloseClass::ProxyAbort | CloseClass::Idle | CloseClass::Unused => {
+                format!("proxy gave up on a request after {:.0} ms (closed it)", r.request_age_ms)
+            }
         };
         let mut line = format!("{} {}[{}] {}  {what}", clock(r.time), r.comm, r.pid, r.target.as_deref().unwrap_or("(unknown upstream)"));
         if let Some(w) = &r.worker {
             match (&w.signal_name, &w.sender_comm, w.sender_pid) {
-                (Some(sig), Some(by), Some(by_pid)) => {
-                    line.push_str(&format!(" — worker {} pid {} got {sig} from {by} pid {by_pid} ({})", w.comm, w.pid, w.cause.replace('_', " ")))
-                }
+                (Some(sig), Some(by), Some(by_pid)) => line.push_str(&format!(
+                    " — worker {} pid {} got {sig} from {by} pid {by_pid} ({})",
+                    w.comm,
+                    w.pid,
+                    w.cause.as_str().replace('_', " ")
+                )),
                 _ => line.push_str(&format!(" — worker {} pid {} exited with no fatal signal (recycled or reloaded)", w.comm, w.pid)),
             }
         }

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use hdrhistogram::Histogram;
-use tracer_common::request::close;
-use tracer_common::{ConnCloseEvent, ExitEvent, ForkEvent, RequestEvent, SignalEvent};
+use tracer_common::request::CloseClass;
+use tracer_common::{ExitEvent, ForkEvent, RequestEvent, SignalEvent};
 
-use crate::kernel::events::{comm, comm_str};
+use crate::kernel::events::{comm, comm_str, ConnClose};
 use crate::kernel::sockaddr::Target;
 use crate::state::cause::{Cause as UpstreamCause, CauseKind};
 
@@ -71,7 +71,7 @@ pub struct CutRequest {
     pub pid: u32,
     pub comm: String,
     pub target: Option<Target>,
-    pub ev: ConnCloseEvent,
+    pub ev: ConnClose,
     pub worker: Option<Death>,
 }
 
@@ -83,8 +83,8 @@ pub struct RequestStats {
     pub ttfb_ns: Histogram<u64>,
     /// First request byte sent → last response byte.
     pub total_ns: Histogram<u64>,
-    /// Closes by class (`tracer_common::request::close::*`).
-    pub closes: BTreeMap<u32, u64>,
+    /// Closes by class.
+    pub closes: BTreeMap<CloseClass, u64>,
     pub dirty: bool,
 }
 
@@ -92,7 +92,7 @@ impl RequestStats {
     fn new() -> RequestStats {
         RequestStats { completed: 0, ttfb_ns: histogram(), total_ns: histogram(), closes: BTreeMap::new(), dirty: true }
     }
-    pub fn closes_of(&self, class: u32) -> u64 {
+    pub fn closes_of(&self, class: CloseClass) -> u64 {
         self.closes.get(&class).copied().unwrap_or(0)
     }
 }
@@ -145,12 +145,12 @@ impl Requests {
 
     /// A connection closed: account it, queue a cut request for reporting, and name the cause
     /// of the 502/504 it may have produced.
-    pub fn on_close(&mut self, e: &ConnCloseEvent) -> Option<UpstreamCause> {
+    pub fn on_close(&mut self, e: &ConnClose) -> Option<UpstreamCause> {
         let kind = match e.class {
-            close::PREMATURE => Some(CauseKind::Premature),
-            close::KEEPALIVE_RACE => Some(CauseKind::KeepaliveRace),
-            close::PROXY_ABORT => Some(CauseKind::ProxyAbort),
-            _ => None,
+            CloseClass::Premature => Some(CauseKind::Premature),
+            CloseClass::KeepaliveRace => Some(CauseKind::KeepaliveRace),
+            CloseClass::ProxyAbort => Some(CauseKind::ProxyAbort),
+            CloseClass::Idle | CloseClass::Unused => None,
         };
         let cause = kind.map(|kind| UpstreamCause {
             ts_ns: e.hdr.ts_ns,
@@ -368,15 +368,15 @@ impl Requests {
 
     /// A connection closed. A cut request (not an idle close) is queued for `take_cut`: at once
     /// when its worker's death is already known, else after waiting for it.
-    pub fn record_close(&mut self, e: &ConnCloseEvent, comm: String) {
+    pub fn record_close(&mut self, e: &ConnClose, comm: String) {
         let target = self.target_of(e.hdr.pid, e.fd).cloned();
         let s = self.stats(target.as_ref());
         *s.closes.entry(e.class).or_default() += 1;
         s.dirty = true;
-        if e.class == close::IDLE {
+        if e.class == CloseClass::Idle {
             return;
         }
-        let upstream_side = matches!(e.class, close::PREMATURE | close::KEEPALIVE_RACE);
+        let upstream_side = matches!(e.class, CloseClass::Premature | CloseClass::KeepaliveRace);
         let worker = if upstream_side { self.killer(target.as_ref(), e.hdr.ts_ns) } else { None };
         let cut = CutRequest { ts_ns: e.hdr.ts_ns, pid: e.hdr.pid, comm, target, ev: *e, worker };
         if upstream_side && cut.worker.is_none() {
@@ -390,26 +390,14 @@ impl Requests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::{request::how, EventHeader};
+    use tracer_common::EventHeader;
 
     fn hdr(ts_ns: u64) -> EventHeader {
         EventHeader { kind: 0, pid: 10, tid: 10, _pad: 0, ts_ns, comm: [0; 16] }
     }
 
-    fn close_ev(class: u32, ts_ns: u64) -> ConnCloseEvent {
-        ConnCloseEvent {
-            hdr: hdr(ts_ns),
-            sk: 1,
-            request_age_ns: 5,
-            idle_ns: 0,
-            class,
-            how: how::EOF,
-            seq: 1,
-            bytes_recv: 0,
-            fd: 7,
-            family: 1,
-            _pad: 0,
-        }
+    fn close_ev(class: CloseClass, ts_ns: u64) -> ConnClose {
+        ConnClose { hdr: hdr(ts_ns), sk: 1, request_age_ns: 5, idle_ns: 0, class, how: tracer_common::request::CloseHow::Eof, seq: 1, fd: 7 }
     }
 
     #[test]
@@ -451,16 +439,16 @@ mod tests {
         r.record_signal(1_000, 999, "other".into(), 9, 0, 1, "x".into()); // not a worker
         r.record_signal(2_000, 101, "gunicorn".into(), 9, 0, 55, "gunicorn".into());
         r.record_exit(2_500, 101, "gunicorn".into());
-        r.record_close(&close_ev(close::PREMATURE, 3_000), "nginx".into());
+        r.record_close(&close_ev(CloseClass::Premature, 3_000), "nginx".into());
         let cut = r.take_cut(Some(3_000)).pop().unwrap();
         let w = cut.worker.unwrap();
         assert_eq!((w.pid, w.exited), (101, true));
         assert_eq!(w.signal, Some((9, 55, "gunicorn".to_string())));
         assert_eq!(w.cause, DeathCause::KilledByMaster, "signalled by the listener's owner");
-        r.record_close(&close_ev(close::IDLE, 4_000), "nginx".into());
+        r.record_close(&close_ev(CloseClass::Idle, 4_000), "nginx".into());
         assert!(r.take_cut(None).is_empty(), "idle closes are not cuts");
-        assert_eq!(r.targets[&t].closes_of(close::IDLE), 1);
-        assert_eq!(r.targets[&t].closes_of(close::PREMATURE), 1);
+        assert_eq!(r.targets[&t].closes_of(CloseClass::Idle), 1);
+        assert_eq!(r.targets[&t].closes_of(CloseClass::Premature), 1);
     }
 
     #[test]
@@ -473,7 +461,7 @@ mod tests {
         r.record_signal(1_000, 101, "php-fpm".into(), 15, 0, 55, "php-fpm".into());
         r.record_signal(1_100, 101, "php-fpm".into(), 15, 0, 101, "php-fpm".into());
         r.record_exit(1_200, 101, "php-fpm".into());
-        r.record_close(&close_ev(close::PREMATURE, 1_300), "nginx".into());
+        r.record_close(&close_ev(CloseClass::Premature, 1_300), "nginx".into());
         let w = r.take_cut(Some(1_300)).pop().unwrap().worker.unwrap();
         assert_eq!(w.signal, Some((15, 55, "php-fpm".to_string())));
         assert_eq!(w.cause, DeathCause::KilledByMaster);
@@ -483,7 +471,7 @@ mod tests {
         // An escalation (SIGTERM, then SIGKILL after a grace period) stays the first decision.
         r.record_signal(2_200, 102, "php-fpm".into(), 9, 0, 77, "systemd".into());
         r.record_exit(2_300, 102, "php-fpm".into());
-        r.record_close(&close_ev(close::PREMATURE, 2_400), "nginx".into());
+        r.record_close(&close_ev(CloseClass::Premature, 2_400), "nginx".into());
         let w = r.take_cut(Some(2_400)).pop().unwrap().worker.unwrap();
         assert_eq!(w.signal, Some((9, 55, "php-fpm".to_string())));
         assert_eq!(w.ts_ns, 2_000, "the death started with the first signal");
@@ -496,11 +484,11 @@ mod tests {
         r.record_connect(10, 7, &t);
         r.add_workers(&t, 99, [100, 101]);
         r.record_exit(1_000, 100, "uwsgi".into());
-        r.record_close(&close_ev(close::KEEPALIVE_RACE, 2_000), "nginx".into());
+        r.record_close(&close_ev(CloseClass::KeepaliveRace, 2_000), "nginx".into());
         let w = r.take_cut(Some(2_000)).pop().unwrap().worker.unwrap();
         assert_eq!((w.signal, w.cause), (None, DeathCause::Exited));
         r.record_signal(3_000, 101, "uwsgi".into(), 9, 0x80, 7, "python".into());
-        r.record_close(&close_ev(close::PREMATURE, 4_000), "nginx".into());
+        r.record_close(&close_ev(CloseClass::Premature, 4_000), "nginx".into());
         assert_eq!(r.take_cut(Some(4_000)).pop().unwrap().worker.unwrap().cause, DeathCause::OomKill, "a kernel-generated SIGKILL");
     }
 
@@ -511,13 +499,13 @@ mod tests {
         r.record_connect(10, 7, &t);
         r.add_workers(&t, 99, []);
         r.record_fork(99, 102); // a recycled worker, forked after the last listing
-        r.record_close(&close_ev(close::KEEPALIVE_RACE, 1_000), "nginx".into());
+        r.record_close(&close_ev(CloseClass::KeepaliveRace, 1_000), "nginx".into());
         assert!(r.take_cut(Some(1_000)).is_empty(), "waits for the death");
         r.record_exit(50_000_000, 102, "uwsgi".into());
         let cut = r.take_cut(Some(50_000_000)).pop().expect("explained now");
         assert_eq!(cut.worker.unwrap().cause, DeathCause::Exited);
         // Long after any death: waits, then is reported unexplained.
-        r.record_close(&close_ev(close::PREMATURE, 6_000_000_000), "nginx".into());
+        r.record_close(&close_ev(CloseClass::Premature, 6_000_000_000), "nginx".into());
         assert!(r.take_cut(Some(6_500_000_000)).is_empty());
         let unexplained = r.take_cut(Some(7_100_000_000)).pop().expect("reported after the window");
         assert!(unexplained.worker.is_none());

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
-use tracer_common::tcp::outcome;
+use tracer_common::tcp::ConnectOutcome;
 
 use super::ListenerView;
 use crate::kernel::events::TcpConnect;
@@ -62,15 +62,15 @@ impl TcpTarget {
             self.delayed += 1;
         }
         match c.outcome {
-            outcome::ESTABLISHED => {
+            ConnectOutcome::Established => {
                 self.established += 1;
                 let _ = self.latency_ns.record(c.latency_ns.max(1));
                 if c.syn_retransmits > 0 {
                     let _ = self.delayed_latency_ns.record(c.latency_ns.max(1));
                 }
             }
-            outcome::REFUSED => self.refused += 1,
-            _ => self.abandoned += 1,
+            ConnectOutcome::Refused => self.refused += 1,
+            ConnectOutcome::Abandoned => self.abandoned += 1,
         }
     }
 
@@ -181,7 +181,7 @@ impl TcpStats {
         if !local_listener {
             return;
         }
-        let lost_last_syn = c.outcome == outcome::ABANDONED;
+        let lost_last_syn = c.outcome == ConnectOutcome::Abandoned;
         if let Some(l) = self.listener(key_of(&c.remote)) {
             l.connects.record(c);
             l.syn_drops += c.syn_retransmits as u64 + lost_last_syn as u64;
@@ -243,9 +243,9 @@ impl TcpStats {
             self.sample(key_of(&c.remote), addr, host);
         }
         let kind = match c.outcome {
-            outcome::REFUSED => CauseKind::TcpRefused,
-            outcome::ABANDONED => CauseKind::ConnectTimeout,
-            _ => return None,
+            ConnectOutcome::Refused => CauseKind::TcpRefused,
+            ConnectOutcome::Abandoned => CauseKind::ConnectTimeout,
+            ConnectOutcome::Established => return None,
         };
         Some(Cause {
             ts_ns: c.ts_ns,
@@ -302,7 +302,7 @@ impl TcpStats {
 mod tests {
     use super::*;
 
-    fn attempt(port: u16, outcome: u32, retrans: u32) -> TcpConnect {
+    fn attempt(port: u16, outcome: ConnectOutcome, retrans: u32) -> TcpConnect {
         TcpConnect {
             ts_ns: 1,
             pid: 1,
@@ -319,10 +319,10 @@ mod tests {
     #[test]
     fn syn_drops_are_retransmits_plus_abandoned_attempts() {
         let mut s = TcpStats::new(16);
-        s.record_connect(&attempt(18000, outcome::ESTABLISHED, 0), true);
-        s.record_connect(&attempt(18000, outcome::ESTABLISHED, 2), true);
-        s.record_connect(&attempt(18000, outcome::ABANDONED, 1), true);
-        s.record_connect(&attempt(18001, outcome::REFUSED, 0), false);
+        s.record_connect(&attempt(18000, ConnectOutcome::Established, 0), true);
+        s.record_connect(&attempt(18000, ConnectOutcome::Established, 2), true);
+        s.record_connect(&attempt(18000, ConnectOutcome::Abandoned, 1), true);
+        s.record_connect(&attempt(18001, ConnectOutcome::Refused, 0), false);
         s.record_ack_drop((false, 18000));
         let l = &s.listeners[&(false, 18000)];
         assert_eq!((l.syn_drops, l.ack_drops, l.connects.delayed, l.connects.abandoned), (4, 1, 2, 1));
@@ -336,8 +336,8 @@ mod tests {
     fn an_established_connect_closed_unused_was_given_up() {
         let mut s = TcpStats::new(16);
         let remote: SocketAddr = "127.0.0.1:18000".parse().unwrap();
-        s.record_connect(&attempt(18000, outcome::ESTABLISHED, 1), true);
-        s.record_connect(&attempt(18000, outcome::ESTABLISHED, 1), true);
+        s.record_connect(&attempt(18000, ConnectOutcome::Established, 1), true);
+        s.record_connect(&attempt(18000, ConnectOutcome::Established, 1), true);
         s.record_given_up_late(remote, true);
         let l = &s.listeners[&(false, 18000)];
         assert_eq!((l.connects.established, l.connects.abandoned, l.connects.late), (1, 1, 1));
