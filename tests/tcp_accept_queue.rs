@@ -60,18 +60,23 @@ fn overflow_is_attributed_to_the_listener_and_equals_nstat() {
     require_root();
     let _serial = exclusive(); // node-wide counters: no other overflow may run meanwhile
     let run = overflow_run("tcp-overflow", "127.0.0.1", 60, 0.1, "", false);
-    let upstream = run.records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && u(&r["syn_drops"]) + u(&r["ack_drops"]) > 0);
-    let l = upstream.expect("a listener with drops");
-    let bind = l["listener"].as_str().unwrap().to_string();
-    let (syn, ack) = (u(&l["syn_drops"]), u(&l["ack_drops"]));
+    // The scenario first: the kernel's own counters say the accept queue overflowed and client
+    // SYNs were retransmitted, and nginx says nothing failed (SYN drops only delay connects).
     eprintln!(
-        "listener {bind}: {syn} SYN + {ack} ACK drops; nstat ListenOverflows +{} ListenDrops +{} TCPSynRetrans +{}; statuses {:?}",
+        "nstat ListenOverflows +{} ListenDrops +{} TCPSynRetrans +{}; statuses {:?}",
         run.overflows,
         run.drops,
         run.syn_retrans,
         run.nginx.statuses()
     );
     assert!(run.overflows > 0, "the scenario must overflow the accept queue");
+    assert!(run.syn_retrans > 0, "the scenario must drop SYNs (retransmitted by the client)");
+    assert_eq!(run.nginx.count_status(200), 60, "nothing failed: SYN drops only delay connects");
+    let upstream = run.records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && u(&r["syn_drops"]) + u(&r["ack_drops"]) > 0);
+    let l = upstream.expect("a listener with drops");
+    let bind = l["listener"].as_str().unwrap().to_string();
+    let (syn, ack) = (u(&l["syn_drops"]), u(&l["ack_drops"]));
+    eprintln!("listener {bind}: {syn} SYN + {ack} ACK drops");
     assert_eq!(syn + ack, run.overflows, "tracer drops == ListenOverflows delta");
     assert_eq!(syn + ack, run.drops, "tracer drops == ListenDrops delta");
     // TCPSynRetrans also counts the listener's SYN-ACK retransmits (tcp_rtx_synack), which
@@ -85,25 +90,61 @@ fn overflow_is_attributed_to_the_listener_and_equals_nstat() {
     assert_eq!(q["queue_max"], 8, "{q}");
     assert_eq!(q["listen_backlog"], 8, "{q}");
     assert_eq!(q["owner_pid"], run.gunicorn.master_pid(), "{q}");
-    assert_eq!(run.nginx.count_status(200), 60, "nothing failed: SYN drops only delay connects");
 
     // Per request: the tracer's SYN_SENT→ESTABLISHED time vs nginx's $upstream_connect_time,
     // joined by nginx worker pid and the upstream connection's local port.
+    //
+    // nginx's figure encloses the tracer's interval, so the check is one-sided. nginx computes
+    // it as ngx_current_msec − u->start_time, both from its cached clock: start_time is the
+    // clock of the event-loop iteration that read the client's request, taken before connect()
+    // (so before SYN_SENT), and the end is the clock of the iteration whose epoll_wait reported
+    // the connection writable (so after ESTABLISHED). Both clocks are CLOCK_MONOTONIC truncated
+    // to whole ms, so their difference can undershoot the real interval by < 1 ms: tracer ≤
+    // nginx + 1 ms. How much later nginx can be is the event-loop delay of its single worker at
+    // both ends (a fresh machine gave 1021.99 ms vs 1.027 s); it has nothing to do with the
+    // connect time itself, so the ceiling is absolute: 100 ms, 20× the worst seen, yet far
+    // below the 1 s of a SYN retransmit, the smallest error that would mean a wrong latency.
+    const NGINX_TRUNCATION_MS: f64 = 1.0;
+    const EVENT_LOOP_DELAY_MAX_MS: f64 = 100.0;
     let nginx_times = run.nginx.connect_times();
     assert_eq!(nginx_times.len(), 60, "every request has a connect time and port");
-    let mut worst = 0.0f64;
+    let mut diffs = Vec::new();
     for (pid, secs, port) in &nginx_times {
-        let rec = run
+        let recs: Vec<&serde_json::Value> = run
             .records
             .iter()
-            .find(|r| r["type"] == "tcp_connect" && r["pid"] == *pid && r["local"].as_str().unwrap().ends_with(&format!(":{port}")))
-            .unwrap_or_else(|| panic!("no tcp_connect record for nginx pid {pid} port {port}"));
-        assert_eq!(rec["outcome"], "established");
-        let diff_ms = (rec["latency_us"].as_f64().unwrap() / 1e3 - secs * 1e3).abs();
-        worst = worst.max(diff_ms);
-        assert!(diff_ms <= 5.0, "port {port}: tracer {} us vs nginx {secs} s", rec["latency_us"]);
+            .filter(|r| r["type"] == "tcp_connect" && r["pid"] == *pid && r["local"].as_str().unwrap().ends_with(&format!(":{port}")))
+            .collect();
+        assert_eq!(recs.len(), 1, "exactly one tcp_connect record for nginx pid {pid} port {port}: {recs:?}");
+        let rec = recs[0];
+        assert_eq!(rec["outcome"], "established", "{rec}");
+        let tracer_ms = rec["latency_us"].as_f64().unwrap() / 1e3;
+        let nginx_ms = secs * 1e3;
+        // A connect whose SYN was retransmitted k times waited k initial RTOs of 1 s
+        // (tcp_syn_linear_timeouts keeps the first retries 1 s apart); a jiffy less at most.
+        let k = u(&rec["syn_retransmits"]) as f64;
+        assert!(tracer_ms >= k * 1000.0 - 10.0, "port {port}: {k} SYN retransmits but only {tracer_ms} ms: {rec}");
+        assert!(
+            tracer_ms <= nginx_ms + NGINX_TRUNCATION_MS,
+            "port {port}: tracer {tracer_ms} ms can be at most 1 ms (truncation) above nginx's {nginx_ms} ms"
+        );
+        assert!(
+            nginx_ms - tracer_ms <= EVENT_LOOP_DELAY_MAX_MS,
+            "port {port}: nginx {nginx_ms} ms is {} ms above the tracer's {tracer_ms} ms",
+            nginx_ms - tracer_ms
+        );
+        diffs.push(nginx_ms - tracer_ms);
     }
-    eprintln!("connect latency: 60/60 joined, worst difference {worst:.2} ms");
+    diffs.sort_by(f64::total_cmp);
+    let q = |p: f64| diffs[((p * diffs.len() as f64).ceil() as usize).clamp(1, diffs.len()) - 1];
+    eprintln!(
+        "connect latency: 60/60 joined; nginx − tracer: min {:.3} p50 {:.3} p90 {:.3} max {:.3} ms",
+        diffs[0],
+        q(0.5),
+        q(0.9),
+        diffs[diffs.len() - 1]
+    );
+    eprintln!("nginx − tracer, sorted (ms): {:?}", diffs.iter().map(|d| (d * 1000.0).round() / 1000.0).collect::<Vec<_>>());
 }
 
 #[test]
@@ -114,10 +155,16 @@ fn connect_timeouts_are_blamed_on_the_full_queue() {
     let statuses = run.nginx.statuses();
     let failed = statuses.get(&504).copied().unwrap_or(0) + statuses.get(&502).copied().unwrap_or(0);
     let timeouts = run.nginx.error_lines("upstream timed out (110: Connection timed out) while connecting to upstream");
+    eprintln!("statuses {statuses:?}, error-log connect timeouts {timeouts}, nstat ListenOverflows +{}", run.overflows);
+    // The scenario first, from nginx's own logs and the kernel's counters: connects timed out
+    // because the accept queue overflowed.
+    assert!(failed > 0, "the scenario must time out some connects: {statuses:?}");
+    assert!(timeouts > 0, "nginx must log its connect timeouts");
+    assert!(run.overflows > 0, "the scenario must overflow the accept queue");
+    assert_eq!(statuses.values().sum::<u64>(), 60, "every request logged: {statuses:?}");
     let l =
         run.records.iter().find(|r| r["type"] == "tcp_listener" && r["final"] == true && u(&r["connects"]["attempts"]) > 0).expect("listener record");
-    eprintln!("statuses {statuses:?}, error-log connect timeouts {timeouts}, listener {l}");
-    assert!(failed > 0, "the scenario must time out some connects");
+    eprintln!("listener {l}");
     assert_eq!(u(&l["connects"]["abandoned"]), failed, "connect timeouts == nginx 504/502s");
     assert_eq!(u(&l["connects"]["abandoned"]), timeouts, "== error-log timeout lines");
     assert!(u(&l["syn_drops"]) > 0, "blamed on this listener's full queue: {l}");
@@ -126,7 +173,7 @@ fn connect_timeouts_are_blamed_on_the_full_queue() {
     // establishes as the timer fires is still a timeout to nginx (abandoned_late, seen in CI).
     eprintln!("of them abandoned as the handshake completed: {}", l["connects"]["abandoned_late"]);
     // And each 504 is tied to its connect and blamed on this listener's full queue.
-    let report = run.report.as_ref().unwrap();
+    let report = run.report.as_ref().expect("diagnose ran alongside");
     eprintln!("verdicts {}", report["verdicts"]);
     assert_eq!(u(&report["total_5xx"]), failed, "{report}");
     assert_eq!(u(&report["explained"]), failed, "every 504 joined to a kernel cause: {}", report["unexplained"]);
@@ -144,11 +191,13 @@ fn ipv6_listener_overflow() {
         .iter()
         .find(|r| r["type"] == "tcp_listener" && r["final"] == true && r["family"] == "ipv6" && u(&r["connects"]["attempts"]) > 0)
         .expect("ipv6 listener record");
-    eprintln!("{l}; nstat ListenOverflows +{}", run.overflows);
-    assert!(l["listener"].as_str().unwrap().starts_with("[::1]:"));
-    assert!(run.overflows > 0);
-    assert_eq!(u(&l["syn_drops"]) + u(&l["ack_drops"]), run.overflows);
-    assert_eq!(l["queue"]["queue_max"], 8);
+    eprintln!("{l}; nstat ListenOverflows +{} ListenDrops +{}; statuses {:?}", run.overflows, run.drops, run.nginx.statuses());
+    assert!(run.overflows > 0, "the scenario must overflow the accept queue");
+    assert_eq!(run.nginx.count_status(200), 30, "nothing failed: SYN drops only delay connects");
+    assert!(l["listener"].as_str().unwrap().starts_with("[::1]:"), "{l}");
+    assert_eq!(u(&l["syn_drops"]) + u(&l["ack_drops"]), run.overflows, "tracer drops == ListenOverflows delta");
+    assert_eq!(u(&l["syn_drops"]) + u(&l["ack_drops"]), run.drops, "tracer drops == ListenDrops delta");
+    assert_eq!(l["queue"]["queue_max"], 8, "{l}");
 }
 
 #[test]
@@ -162,12 +211,13 @@ fn refused_tcp_connects_equal_nginx_502s() {
     let tracer = Tracer::watch(TRACER, &["--pid", &pid]).unwrap();
     ab(&nginx.url(), 20, 5).unwrap();
     let records = tracer.stop().unwrap();
+    // The scenario first: every request refused, by nginx's access and error logs.
+    assert_eq!(nginx.count_status(502), 20, "{:?}", nginx.statuses());
+    assert_eq!(nginx.error_lines("(111: Connection refused)"), 20);
     let t = final_target(&records, &target).expect("target record");
     eprintln!("{t}");
     // A non-blocking TCP connect returns EINPROGRESS; the refusal arrives as a RST afterwards.
-    assert_eq!(u(&t["tcp"]["refused"]), nginx.count_status(502));
-    assert_eq!(nginx.count_status(502), 20);
-    assert_eq!(nginx.error_lines("(111: Connection refused)"), 20);
+    assert_eq!(u(&t["tcp"]["refused"]), nginx.count_status(502), "tracer refused connects == nginx 502s: {t}");
 }
 
 #[test]
@@ -198,10 +248,19 @@ fn accept_queue_wait_is_what_the_app_induced() {
     server.join().unwrap();
     let records = tracer.stop().unwrap();
     let l = final_listener(&records, &addr.to_string()).expect("listener record");
-    let p50 = l["accept_wait_p50_us"].as_f64().unwrap() / 1e3;
-    eprintln!("accept wait p50 {p50:.1} ms (induced {} ms), {}\n{:?}", WAIT.as_millis(), l, final_stats(&records));
+    let ms = |k: &str| l[k].as_f64().unwrap_or_else(|| panic!("{k}: {l}")) / 1e3;
+    let (p50, max) = (ms("accept_wait_p50_us"), ms("accept_wait_max_us"));
+    eprintln!("accept wait p50 {p50:.1} ms max {max:.1} ms (induced {} ms), {}\n{:?}", WAIT.as_millis(), l, final_stats(&records));
     assert_eq!(u(&l["accepts"]), 10);
-    assert!((p50 - 300.0).abs() <= 30.0, "p50 {p50} ms within 10 % of 300 ms");
+    // One-sided: each connection was in the accept queue before connect() returned here, and
+    // the app slept WAIT after that before accept(): no wait can be shorter than WAIT (less
+    // the few µs by which the server may process the final ACK after the client returns; the
+    // histogram rounds up, never down). What comes on top is scheduling (waking the server
+    // thread, sleep overshoot): generous 100 ms ceiling on the longest of the 10, still far
+    // below the next connection's 350 ms, which a wrong start point would show.
+    let wait_ms = WAIT.as_secs_f64() * 1e3;
+    assert!(p50 >= wait_ms - 1.0, "p50 {p50} ms cannot be below the induced {wait_ms} ms");
+    assert!(max <= wait_ms + 100.0, "max {max} ms: the app accepted each connection {wait_ms} ms after it arrived");
 }
 
 #[test]
