@@ -1,5 +1,7 @@
 """Connection churn on loopback, bounded in count and time: COUNT short TCP connections (connect,
-send a byte, close) to a local listener that accepts and closes them. Usage: churn.py COUNT"""
+send a byte, close) to a local listener that accepts and closes them. Exits once every connection
+made has been accepted (so none is left unaccepted in the queue at exit); prints the count.
+Usage: churn.py COUNT"""
 import socket
 import sys
 import threading
@@ -15,10 +17,15 @@ srv.listen(4096)
 addr = srv.getsockname()
 
 
+accepted = 0
+
+
 def acceptor():
+    global accepted
     while True:
         c, _ = srv.accept()
         c.close()
+        accepted += 1
 
 
 threading.Thread(target=acceptor, daemon=True).start()
@@ -30,4 +37,8 @@ while done < COUNT and time.time() < DEADLINE:
     s.send(b"x")
     s.close()
     done += 1
+while accepted < done and time.time() < DEADLINE + 10:
+    time.sleep(0.01)
+if accepted < done:
+    sys.exit(f"only {accepted} of {done} connections accepted")
 print(done)
