@@ -20,42 +20,43 @@ fn trace(nginx: &Nginx) -> Tracer {
 }
 
 /// The acceptance scenario: backlog 16, one sync worker, 0.5 s app, 100 concurrent requests.
-fn backlog_scenario(name: &str, traced: bool) -> (BTreeMap<u16, u64>, Option<(Vec<serde_json::Value>, u64, u32, String)>) {
+/// Returns nginx's status counts, the tracer's records, the error-log EAGAIN lines, the
+/// gunicorn master's pid and the socket path.
+fn backlog_scenario(name: &str) -> (BTreeMap<u16, u64>, Vec<serde_json::Value>, u64, u32, String) {
     let _serial = exclusive();
     let scratch = Scratch::new(name);
     let sock = scratch.path("app.sock");
     let gunicorn =
         Gunicorn::start(&GunicornOpts { bind: format!("unix:{}", sock.display()), backlog: 16, ..Default::default() }).expect("gunicorn starts");
     let nginx = nginx_for(&scratch, &sock);
-    let tracer = traced.then(|| trace(&nginx));
+    let tracer = trace(&nginx);
     ab(&nginx.url(), 100, 100).expect("ab runs");
     let statuses = nginx.statuses();
-    let traced_out = tracer.map(|t| {
-        let records = t.stop().expect("tracer stops cleanly");
-        let eagain_lines = nginx.error_lines("(11: Resource temporarily unavailable)");
-        (records, eagain_lines, gunicorn.master_pid(), sock.display().to_string())
-    });
-    (statuses, traced_out)
+    let records = tracer.stop().expect("tracer stops cleanly");
+    let eagain_lines = nginx.error_lines("(11: Resource temporarily unavailable)");
+    (statuses, records, eagain_lines, gunicorn.master_pid(), sock.display().to_string())
 }
 
 #[test]
 fn eagain_count_equals_nginx_502s_and_queue_is_16() {
     require_root();
-    let (statuses, traced) = backlog_scenario("backlog", true);
-    let (records, eagain_lines, gunicorn_pid, sock) = traced.unwrap();
+    let (statuses, records, eagain_lines, gunicorn_pid, sock) = backlog_scenario("backlog");
     let n502 = statuses.get(&502).copied().unwrap_or(0);
     let target = final_target(&records, &format!("unix:{sock}"));
     let eagain = errno_count(target, "EAGAIN");
     eprintln!("statuses {statuses:?}, tracer EAGAIN {eagain}, error-log EAGAIN lines {eagain_lines}");
     assert_eq!(statuses.values().sum::<u64>(), 100, "every request logged");
     assert!(n502 > 0, "the scenario must overflow the queue: {statuses:?}");
+    assert_eq!(eagain_lines, n502, "nginx: one EAGAIN error line per 502");
     assert_eq!(eagain, n502, "tracer EAGAIN count == nginx 502s");
     assert_eq!(eagain, eagain_lines, "tracer EAGAIN count == error-log EAGAIN lines");
-    let l = &target.unwrap()["listener"];
+    let l = &target.expect("target record")["listener"];
     assert_eq!(l["queue_max"], 16, "effective backlog: {l}");
     assert_eq!(l["listen_backlog"], 16, "{l}");
     assert_eq!(l["owner_pid"], gunicorn_pid, "owner is the gunicorn master: {l}");
-    assert!(l["peak_queue_len"].as_u64().unwrap() >= 16, "queue was full when sampled: {l}");
+    // A unix listener refuses once more than `backlog` wait, so a full queue holds 16 + 1.
+    let peak = l["peak_queue_len"].as_u64().unwrap();
+    assert!((16..=17).contains(&peak), "queue was full when sampled, and cannot hold more than backlog + 1: {l}");
     let stats = final_stats(&records).expect("final stats");
     assert_eq!(stats["lost"]["ringbuf_full"], 0);
     assert_eq!(stats["lost"]["pending_map_full"], 0);
@@ -64,8 +65,9 @@ fn eagain_count_equals_nginx_502s_and_queue_is_16() {
 /// The backlog burst made deterministic: one request first occupies the single worker (held in
 /// the app by a gate file), then a burst of 99 finds a queue of 16 (+1) and the rest refused;
 /// the gate opens only when every connect has been answered. Without this the outcome varies by
-/// one when the worker manages a second accept() during a slow burst.
-fn gated_backlog_statuses(name: &str, traced: bool) -> BTreeMap<u16, u64> {
+/// one when the worker manages a second accept() during a slow burst. Returns nginx's status
+/// counts and, when traced, the tracer's EAGAIN count for the socket.
+fn gated_backlog_statuses(name: &str, traced: bool) -> (BTreeMap<u16, u64>, Option<u64>) {
     let _serial = exclusive();
     let scratch = Scratch::new(name);
     let sock = scratch.path("app.sock");
@@ -90,20 +92,25 @@ fn gated_backlog_statuses(name: &str, traced: bool) -> BTreeMap<u16, u64> {
     std::fs::write(&gate, b"").unwrap();
     let clients = [first.join().unwrap(), rest.join().unwrap()];
     assert_eq!(clients.iter().flat_map(|m| m.values()).sum::<u64>(), 100, "every client got an answer: {clients:?}");
-    if let Some(t) = tracer {
-        t.stop().expect("tracer stops cleanly");
-    }
-    nginx.statuses()
+    let eagain = tracer.map(|t| {
+        let records = t.stop().expect("tracer stops cleanly");
+        errno_count(final_target(&records, &format!("unix:{}", sock.display())), "EAGAIN")
+    });
+    (nginx.statuses(), eagain)
 }
 
 #[test]
 fn tracing_changes_no_status_count() {
     require_root();
-    let untraced = gated_backlog_statuses("untraced", false);
-    let traced = gated_backlog_statuses("traced", true);
-    eprintln!("untraced {untraced:?} traced {traced:?}");
+    let (untraced, _) = gated_backlog_statuses("untraced", false);
+    let (traced, eagain) = gated_backlog_statuses("traced", true);
+    eprintln!("untraced {untraced:?} traced {traced:?}; tracer EAGAIN {eagain:?}");
+    // The scenario first: 100 requests, 18 served and the rest refused at the full queue.
+    assert_eq!(untraced.values().sum::<u64>(), 100, "every request logged: {untraced:?}");
     assert_eq!(untraced.get(&200), Some(&18), "1 in service + 17 queued (backlog 16 holds 17)");
+    assert_eq!(untraced.get(&502), Some(&82), "the other 82 refused: 502");
     assert_eq!(untraced, traced, "the same load gives the same status counts with and without the tracer");
+    assert_eq!(eagain, Some(82), "and the tracer saw each of the 82 refusals");
 }
 
 /// 30 requests through nginx to `sock`: every 502 must be one connect() failing with `errno`,
@@ -116,9 +123,10 @@ fn every_502_is(scratch: &Scratch, sock: &std::path::Path, errno: &str, log_text
     let n502 = nginx.count_status(502);
     let t = final_target(&records, &format!("unix:{}", sock.display())).cloned();
     eprintln!("502s {n502}, tracer {t:?}");
-    assert_eq!(n502, 30);
-    assert_eq!(errno_count(t.as_ref(), errno), n502);
-    assert_eq!(nginx.error_lines(log_text), n502);
+    // The scenario first: every request failed, and nginx logged why.
+    assert_eq!(n502, 30, "{:?}", nginx.statuses());
+    assert_eq!(nginx.error_lines(log_text), n502, "nginx: one `{log_text}` line per 502");
+    assert_eq!(errno_count(t.as_ref(), errno), n502, "tracer {errno} count == nginx 502s");
     t.expect("target record")
 }
 
