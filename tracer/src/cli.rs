@@ -42,6 +42,14 @@ pub enum Command {
     Record(RecordArgs),
     /// The verdict report of a recording (offline, no root needed).
     Report(ReportArgs),
+    /// Two recordings side by side (before and after a fix): per root cause the 502/504 counts and
+    /// rates and whether it is gone, per upstream the latency (offline, no root needed).
+    #[command(after_help = "EXAMPLES:
+    tracer record -o before.rec --duration 5m     # the incident
+    # … raise the backlog …
+    tracer record -o after.rec --duration 5m      # the same load after the fix
+    tracer compare before.rec after.rec --html fix.html")]
+    Compare(CompareArgs),
     /// Run continuously: Prometheus metrics on /metrics (127.0.0.1:9477), optional JSON-lines event
     /// file with size-based rotation; SIGHUP reloads the config file, SIGTERM detaches cleanly.
     #[command(after_help = "EXAMPLES:
@@ -185,6 +193,16 @@ pub struct RecordArgs {
     pub output_file: PathBuf,
     #[command(flatten)]
     pub nginx: NginxArgs,
+    #[command(flatten)]
+    pub output: ReportOutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// The recording made before the change.
+    pub before: PathBuf,
+    /// The recording made after it.
+    pub after: PathBuf,
     #[command(flatten)]
     pub output: ReportOutputArgs,
 }

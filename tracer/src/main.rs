@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             Command::Diagnose(args) => tracer::cmd::diagnose::diagnose(args).await,
             Command::Record(args) => tracer::cmd::diagnose::record(args).await,
             Command::Report(args) => tracer::cmd::diagnose::report_cmd(args),
+            Command::Compare(args) => tracer::cmd::diagnose::compare_cmd(args),
             Command::Daemon(_) => {
                 // The daemon parses its own arguments again together with its config file.
                 tracer::cmd::daemon::run(std::env::args_os().skip_while(|a| a != "daemon").skip(1).collect()).await

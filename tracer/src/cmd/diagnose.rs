@@ -1,4 +1,4 @@
-//! `tracer diagnose`, `tracer record` and `tracer report`: the same session as `watch`, quiet
+//! `tracer diagnose`, `tracer record`, `tracer report` and `tracer compare`: the same session as `watch`, quiet
 //! while it runs, then the verdict report. `report` replays a recording through the very same
 //! session code, so its verdicts are the ones the live run printed.
 
@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
-use crate::cli::{DiagnoseArgs, RecordArgs, ReportArgs, ReportOutputArgs};
+use crate::cli::{CompareArgs, DiagnoseArgs, RecordArgs, ReportArgs, ReportOutputArgs};
 use crate::cmd::live::{run_live, LiveRun};
 use crate::config::DiagnoseConfig;
+use crate::diagnosis::compare;
 use crate::diagnosis::report::{self, Report};
 use crate::host::env::Env;
 use crate::host::record::{self, Mark, Record};
@@ -80,7 +81,21 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
 
 /// Replay a recording through a session and build its report.
 pub fn replay(path: &Path) -> anyhow::Result<Report> {
+    Ok(replay_spanning(path)?.0)
+}
+
+/// `replay`, and how long the recording spans (first to last kernel event), in seconds.
+pub fn replay_spanning(path: &Path) -> anyhow::Result<(Report, f64)> {
     let (meta, records) = record::read(path)?;
+    let times: Vec<u64> = records
+        .iter()
+        .filter_map(|r| if let Record::Event(raw) = r { crate::kernel::events::header(raw).ok() } else { None })
+        .map(|h| h.ts_ns)
+        .collect();
+    let span_s = match (times.iter().min(), times.iter().max()) {
+        (Some(a), Some(b)) => (b - a) as f64 / 1e9,
+        _ => 0.0,
+    };
     let tb = Timebase::with_offset_ns(meta.timebase_offset_ns as i128);
     let mut s = Session::new(Env::replay(&records), tb, meta.probes.clone(), Box::new(Quiet), crate::config::defaults::MAX_TARGETS, false);
     for r in &records {
@@ -104,7 +119,27 @@ pub fn replay(path: &Path) -> anyhow::Result<Report> {
         );
     }
     let nginx = meta.nginx.unwrap_or_else(Discovery::default);
-    Ok(report::build(&s.view(), &nginx, &lines))
+    Ok((report::build(&s.view(), &nginx, &lines), span_s))
+}
+
+/// `tracer compare BEFORE AFTER`.
+pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<()> {
+    let (before, before_s) = replay_spanning(&args.before)?;
+    let (after, after_s) = replay_spanning(&args.after)?;
+    let (bname, aname) = (args.before.display().to_string(), args.after.display().to_string());
+    let c = compare::compare((&bname, &before, before_s), (&aname, &after, after_s));
+    let mut out = io::stdout().lock();
+    if args.output.json {
+        serde_json::to_writer(&mut out, &c)?;
+        writeln!(out)?;
+    } else {
+        text::write_comparison(&mut out, &c)?;
+    }
+    if let Some(p) = &args.output.html {
+        std::fs::write(p, html::render_comparison(&c)).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("tracer: HTML comparison written to {}", p.display());
+    }
+    Ok(())
 }
 
 /// `tracer report FILE`.

@@ -45,6 +45,11 @@ pub enum Event {
     Status(StatusEvent),
 }
 
+/// The header of a raw record (its kind, process and time), without decoding the rest.
+pub fn header(bytes: &[u8]) -> Result<EventHeader, DecodeError> {
+    read(bytes, "event header")
+}
+
 fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     if bytes.len() < size_of::<T>() {
         return Err(DecodeError::Short { len: bytes.len(), need: size_of::<T>(), what });

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::diagnosis::compare::Comparison;
 use crate::diagnosis::report::Report;
 
 fn esc(s: &str) -> String {
@@ -137,4 +138,52 @@ fn timeline(r: &Report) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+/// Two recordings side by side: the page a post-mortem attaches.
+pub fn render_comparison(c: &Comparison) -> String {
+    let mut h = String::new();
+    h.push_str("<!doctype html><html><head><meta charset=\"utf-8\"><title>upstream-tracer: before / after</title><style>");
+    h.push_str("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}.gone{color:#185;font-weight:bold}.more,.new{color:#d62728;font-weight:bold}");
+    h.push_str("</style></head><body><h1>Before / after</h1><ul>");
+    for (name, s) in [("before", &c.before), ("after", &c.after)] {
+        let _ = write!(
+            h,
+            "<li><b>{name}</b> {}: {:.1} s, {} 502/504 ({} unexplained), {} events lost</li>",
+            esc(&s.file),
+            s.duration_s,
+            s.total_5xx,
+            s.unexplained,
+            s.lost
+        );
+    }
+    h.push_str("</ul><h2>Root causes</h2><table><tr><th>root cause</th><th>upstream</th><th>before</th><th>after</th><th>before/min</th><th>after/min</th><th>outcome</th></tr>");
+    for r in &c.causes {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td class=\"{o}\">{o}</td></tr>",
+            esc(r.kind.as_str()),
+            esc(&r.target),
+            r.before,
+            r.after,
+            r.before_per_min,
+            r.after_per_min,
+            o = r.outcome.as_str()
+        );
+    }
+    h.push_str("</table><h2>Upstreams</h2><table><tr><th>upstream</th><th></th><th>requests before</th><th>requests after</th><th>ttfb p99 before</th><th>ttfb p99 after</th></tr>");
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+    for u in &c.upstreams {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&u.target),
+            u.before_requests,
+            u.after_requests,
+            ms(u.before_ttfb_p99_ms),
+            ms(u.after_ttfb_p99_ms)
+        );
+    }
+    h.push_str("</table></body></html>\n");
+    h
 }

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use crate::diagnosis::compare::{Comparison, Outcome};
 use crate::diagnosis::report::Report;
 
 pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
@@ -71,6 +72,52 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     if r.total_5xx == 0 {
         writeln!(out, "\nNo 502/504 were written while tracing.")?;
+    }
+    out.flush()
+}
+
+/// Two recordings side by side, for people.
+pub fn write_comparison(out: &mut impl Write, c: &Comparison) -> io::Result<()> {
+    writeln!(out, "\n=== upstream-tracer: before / after ===")?;
+    for (name, s) in [("before", &c.before), ("after", &c.after)] {
+        writeln!(
+            out,
+            "{name:<6} {}: {:.1} s, {} 502/504 ({} unexplained), {} events lost",
+            s.file, s.duration_s, s.total_5xx, s.unexplained, s.lost
+        )?;
+    }
+    if c.causes.is_empty() {
+        writeln!(out, "\nNo 502/504 with a known cause in either recording.")?;
+    } else {
+        writeln!(out, "\n{:<28} {:<48} {:>8} {:>8} {:>10} {:>10}  outcome", "root cause", "upstream", "before", "after", "before/min", "after/min")?;
+        for r in &c.causes {
+            writeln!(
+                out,
+                "{:<28} {:<48} {:>8} {:>8} {:>10.1} {:>10.1}  {}",
+                r.kind, r.target, r.before, r.after, r.before_per_min, r.after_per_min, r.outcome
+            )?;
+        }
+    }
+    if !c.upstreams.is_empty() {
+        writeln!(out, "\n{:<48} {:>10} {:>10} {:>14} {:>14}", "upstream", "req before", "req after", "ttfb p99 before", "ttfb p99 after")?;
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}ms"));
+        for u in &c.upstreams {
+            writeln!(
+                out,
+                "{:<48} {:>10} {:>10} {:>14} {:>14}",
+                u.target,
+                u.before_requests,
+                u.after_requests,
+                ms(u.before_ttfb_p99_ms),
+                ms(u.after_ttfb_p99_ms)
+            )?;
+        }
+    }
+    for r in c.causes.iter().filter(|r| r.outcome == Outcome::Gone) {
+        writeln!(out, "\n{} on {}: gone ({} before, none after, with traffic to it).", r.kind, r.target, r.before)?;
+    }
+    for r in c.causes.iter().filter(|r| r.outcome == Outcome::NoTraffic) {
+        writeln!(out, "\n{} on {}: not seen after, but nothing was sent to it either: not proven gone.", r.kind, r.target)?;
     }
     out.flush()
 }
