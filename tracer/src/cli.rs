@@ -211,6 +211,11 @@ pub struct CompareArgs {
 pub struct ReportArgs {
     /// A file written by `tracer record`.
     pub file: PathBuf,
+    /// Replay the recorded arrivals at each overflowing unix listener through a model of its
+    /// queue with this backlog and/or worker count, e.g. `backlog=64` or `backlog=32,workers=2`
+    /// (repeatable); the report also names the smallest backlog and worker count with no refusal.
+    #[arg(long = "what-if", value_name = "KEY=N[,KEY=N]")]
+    pub what_if: Vec<crate::diagnosis::what_if::Change>,
     #[command(flatten)]
     pub output: ReportOutputArgs,
 }

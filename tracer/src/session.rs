@@ -21,6 +21,7 @@ use crate::kernel::sockaddr::Target;
 use crate::kernel::source::Lost;
 use crate::output::{ConnectFailed, Output, Stats, TargetSummary, TcpConnectRecord, TcpListenerSummary, UpstreamClose};
 use crate::state::cause::Cause;
+use crate::state::history::History;
 use crate::state::lookups::Lookups;
 use crate::state::{ConnectStats, Requests, TargetStats, TcpStats};
 
@@ -31,6 +32,8 @@ pub struct State {
     pub requests: Requests,
     /// The app servers behind the listeners seen, by master pid.
     pub apps: BTreeMap<u32, AppServer>,
+    /// Arrivals and completions per target, when kept (`Session::keep_history`).
+    pub history: Option<History>,
 }
 
 impl State {
@@ -93,6 +96,7 @@ impl Session {
                 tcp: TcpStats::new(max_targets),
                 requests: Requests::new(max_targets),
                 apps: BTreeMap::new(),
+                history: None,
             },
             join: Correlator::default(),
             tb,
@@ -116,6 +120,11 @@ impl Session {
     /// Send events to a different output from now on (the daemon's SIGHUP).
     pub fn replace_output(&mut self, out: Box<dyn Output>) {
         self.out = out;
+    }
+
+    /// Keep every connect's and completed request's time per target (`tracer report --what-if`).
+    pub fn keep_history(&mut self) {
+        self.state.history.get_or_insert_with(History::default);
     }
 
     /// Keep every completed request's latency for `take_request_samples` (the daemon).
@@ -174,6 +183,9 @@ impl Session {
             }
             Event::Request(r) => {
                 state.requests.record_request(&r);
+                if let (Some(h), Some(t)) = (state.history.as_mut(), state.requests.target_of(r.hdr.pid, r.fd)) {
+                    h.completion(t, r.last_byte_ns);
+                }
                 if let Some(samples) = self.request_samples.as_mut() {
                     let target = state.requests.target_of(r.hdr.pid, r.fd).cloned();
                     samples.push((target, r.first_byte_ns.saturating_sub(r.start_ns), r.last_byte_ns.saturating_sub(r.start_ns)));
@@ -189,6 +201,9 @@ impl Session {
 
     fn on_connect(&mut self, c: Connect) -> io::Result<()> {
         self.state.connects.on_connect(&c, &mut self.host);
+        if let Some(h) = self.state.history.as_mut() {
+            h.arrival(&c.target, c.ts_ns);
+        }
         if c.failed() {
             // Only errors nginx reports itself as a failed connect (EINPROGRESS TCP refusals
             // arrive later as a RST).
@@ -355,7 +370,7 @@ mod tests {
 
         fn report(&mut self) -> Report {
             self.0.finish(Default::default).unwrap();
-            report::build(&self.0.view(), &crate::nginx::Discovery::default(), &[])
+            report::build(&self.0.view(), &crate::nginx::Discovery::default(), &[], &[])
         }
     }
 

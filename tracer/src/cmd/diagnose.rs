@@ -13,6 +13,7 @@ use crate::cmd::live::{run_live, LiveRun};
 use crate::config::DiagnoseConfig;
 use crate::diagnosis::compare;
 use crate::diagnosis::report::{self, Report};
+use crate::diagnosis::what_if::Change;
 use crate::host::env::Env;
 use crate::host::record::{self, Mark, Record};
 use crate::host::timebase::Timebase;
@@ -64,7 +65,7 @@ async fn live(c: &DiagnoseConfig) -> anyhow::Result<()> {
     let mut session = run_live(&c.trace, run).await?;
     let lines = session.env().error_log_lines(|| logs.lock().expect("not poisoned").iter_mut().flat_map(|l| l.new_lines()).collect());
     session.env().mark(Mark::End);
-    show(&report::build(&session.view(), &found, &lines), &c.output)
+    show(&report::build(&session.view(), &found, &lines, &[]), &c.output)
 }
 
 /// `tracer diagnose`.
@@ -81,11 +82,12 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
 
 /// Replay a recording through a session and build its report.
 pub fn replay(path: &Path) -> anyhow::Result<Report> {
-    Ok(replay_spanning(path)?.0)
+    Ok(replay_spanning(path, &[])?.0)
 }
 
-/// `replay`, and how long the recording spans (first to last kernel event), in seconds.
-pub fn replay_spanning(path: &Path) -> anyhow::Result<(Report, f64)> {
+/// `replay` (with the queue model's predictions for `what_if`), and how long the recording
+/// spans (first to last kernel event), in seconds.
+pub fn replay_spanning(path: &Path, what_if: &[Change]) -> anyhow::Result<(Report, f64)> {
     let (meta, records) = record::read(path)?;
     let times: Vec<u64> = records
         .iter()
@@ -98,6 +100,9 @@ pub fn replay_spanning(path: &Path) -> anyhow::Result<(Report, f64)> {
     };
     let tb = Timebase::with_offset_ns(meta.timebase_offset_ns as i128);
     let mut s = Session::new(Env::replay(&records), tb, meta.probes.clone(), Box::new(Quiet), crate::config::defaults::MAX_TARGETS, false);
+    if !what_if.is_empty() {
+        s.keep_history();
+    }
     for r in &records {
         match r {
             Record::Event(raw) => s.handle(Event::decode(raw)?, raw)?,
@@ -119,13 +124,13 @@ pub fn replay_spanning(path: &Path) -> anyhow::Result<(Report, f64)> {
         );
     }
     let nginx = meta.nginx.unwrap_or_else(Discovery::default);
-    Ok((report::build(&s.view(), &nginx, &lines), span_s))
+    Ok((report::build(&s.view(), &nginx, &lines, what_if), span_s))
 }
 
 /// `tracer compare BEFORE AFTER`.
 pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<()> {
-    let (before, before_s) = replay_spanning(&args.before)?;
-    let (after, after_s) = replay_spanning(&args.after)?;
+    let (before, before_s) = replay_spanning(&args.before, &[])?;
+    let (after, after_s) = replay_spanning(&args.after, &[])?;
     let (bname, aname) = (args.before.display().to_string(), args.after.display().to_string());
     let c = compare::compare((&bname, &before, before_s), (&aname, &after, after_s));
     let mut out = io::stdout().lock();
@@ -144,6 +149,6 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<()> {
 
 /// `tracer report FILE`.
 pub fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
-    let r = replay(&args.file)?;
+    let (r, _) = replay_spanning(&args.file, &args.what_if)?;
     show(&r, &args.output)
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::diagnosis::join::Status;
 use crate::diagnosis::near_miss::{self, NearMiss};
 use crate::diagnosis::verdict::{self, Verdict, VerdictKind};
+use crate::diagnosis::what_if::{self, Change, WhatIf};
 use crate::nginx::{Discovery, ErrorKind};
 use crate::session::View;
 
@@ -30,6 +31,9 @@ pub struct Report {
     /// Failures that did not become a 502/504 (yet), ranked below the verdicts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub near_misses: Vec<NearMiss>,
+    /// The recorded arrivals through a model of each overflowing listener (`--what-if`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub what_if: Vec<WhatIf>,
     /// Other 5xx (not produced by an upstream failure nginx saw): passed through or internal.
     pub other_5xx: BTreeMap<u16, u64>,
     /// Upstream failures nginx absorbed (retried) without an error to the client, by cause
@@ -67,7 +71,9 @@ pub struct TimelineItem {
 }
 
 /// Build the report from a finished session; `error_lines` are nginx's error-log lines since start.
-pub fn build(view: &View, nginx: &Discovery, error_lines: &[String]) -> Report {
+/// With `what_if` changes (and the session's history kept), each overflowing listener's queue
+/// model and its predictions are added.
+pub fn build(view: &View, nginx: &Discovery, error_lines: &[String], what_if: &[Change]) -> Report {
     let statuses = &view.join.statuses;
     let target_of =
         |st: &Status| st.cause.as_ref().and_then(|c| c.target.as_ref()).map(|t| t.to_string()).unwrap_or_else(|| "(unknown upstream)".into());
@@ -123,6 +129,7 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String]) -> Report {
             }
         })
         .collect();
+    let what_if = what_if::find(view, &verdicts, what_if);
     Report {
         kind: "report",
         total_5xx: statuses.len() as u64,
@@ -130,6 +137,7 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String]) -> Report {
         verdicts,
         unexplained,
         near_misses: near_miss::find(view, nginx),
+        what_if,
         other_5xx: view.join.other_5xx.clone(),
         absorbed: view.join.absorbed.iter().map(|(k, v)| (k.name(), *v)).collect(),
         error_log,

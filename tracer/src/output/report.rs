@@ -52,6 +52,22 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
         writeln!(out, "  {}", m.proof)?;
         writeln!(out, "  FIX: {}", m.fix)?;
     }
+    for w in &r.what_if {
+        let m = &w.model;
+        writeln!(out, "\nWHAT IF — {} (model: {} workers × {:.0} ms each, {} arrivals)", w.target, m.workers, m.service_ns as f64 / 1e6, w.arrivals)?;
+        writeln!(out, "  recorded: {} refused at backlog {}; the model gives {}", w.recorded_refused, w.backlog, w.model_refused)?;
+        for p in &w.predictions {
+            writeln!(out, "  with backlog {} and {} workers: {} would have been refused", p.backlog, p.workers, p.refused)?;
+        }
+        match w.smallest_backlog {
+            Some(b) => writeln!(out, "  smallest backlog with none refused: {b} (at {} workers)", m.workers)?,
+            None => writeln!(out, "  no backlog up to 65535 absorbs it at {} workers", m.workers)?,
+        }
+        match w.smallest_workers {
+            Some(n) => writeln!(out, "  fewest workers with none refused: {n} (at backlog {})", w.backlog)?,
+            None => writeln!(out, "  no worker count up to 1024 absorbs it at backlog {}", w.backlog)?,
+        }
+    }
     if !r.unexplained.is_empty() {
         writeln!(out, "\nUNEXPLAINED: {} 502/504 with no upstream event in the kernel before them:", r.unexplained.len())?;
         for u in r.unexplained.iter().take(20) {

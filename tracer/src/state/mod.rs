@@ -2,6 +2,7 @@
 //! build it; the session (`crate::session`) routes events to them.
 pub mod cause;
 pub mod connects;
+pub mod history;
 pub mod lookups;
 pub mod requests;
 pub mod tcp;

@@ -346,6 +346,11 @@ impl Requests {
             .collect()
     }
 
+    /// Processes known to serve `target` (its master and workers), if any.
+    pub fn worker_count(&self, target: &Target) -> Option<usize> {
+        self.workers.get(target).map(|w| w.len())
+    }
+
     /// Targets with known workers.
     pub fn served_targets(&self) -> impl Iterator<Item = &Target> {
         self.workers.keys()
