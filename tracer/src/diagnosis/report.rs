@@ -36,8 +36,9 @@ pub struct Report {
     pub what_if: Vec<WhatIf>,
     /// Other 5xx (not produced by an upstream failure nginx saw): passed through or internal.
     pub other_5xx: BTreeMap<u16, u64>,
-    /// Upstream failures nginx absorbed (retried) without an error to the client, by cause
-    /// (`connect_eagain`, `keepalive_race`, …).
+    /// Upstream failures no 502/504 status line followed on that nginx worker, by cause
+    /// (`connect_eagain`, `keepalive_race`, …): nginx retried them, or the client left. (Not a
+    /// claim that the client got a success: that would need the status nginx answered.)
     pub absorbed: BTreeMap<String, u64>,
     /// nginx's error log, counted by kind of upstream error, for comparison.
     pub error_log: BTreeMap<ErrorKind, u64>,

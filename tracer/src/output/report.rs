@@ -80,7 +80,9 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     if !r.absorbed.is_empty() {
         let a: Vec<String> = r.absorbed.iter().map(|(k, n)| format!("{n} × {k}")).collect();
-        writeln!(out, "Upstream failures nginx retried without an error to the client: {}", a.join(", "))?;
+        // Only a 502/504 the kernel saw is counted: a failure without one may have been retried by
+        // nginx with success, or its client may have gone, or its status went unseen (TLS).
+        writeln!(out, "Upstream failures not followed by a 502/504 on that nginx worker (retried by nginx, or the client left): {}", a.join(", "))?;
     }
     if !r.error_log.is_empty() {
         let e: Vec<String> = r.error_log.iter().map(|(k, n)| format!("{k} {n}")).collect();
