@@ -331,28 +331,8 @@ fn worker_recycled() {
     let sock = scratch.path("uwsgi.sock");
     // HTTP/1.1 keep-alive upstream whose workers exit (no signal) after each request once they
     // have lived 1 s: each exit cuts the keep-alive connection nginx may be reusing.
-    let mut cmd = Command::new(find_program("uwsgi").unwrap());
-    cmd.args(["--master", "--processes", "2", "--http11-socket"])
-        .arg(&sock)
-        .args(["--chmod-socket=666", "--wsgi-file"])
-        .arg(repo_root().join("tests/apps/slow_app.py"))
-        .args(["--callable", "app", "--die-on-term", "--disable-logging", "--max-requests", "1", "--min-worker-lifetime", "1"])
-        .env("APP_SLEEP", "0.005")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let u = Proc::spawn("uwsgi", &mut cmd).unwrap();
-    wait_for("uwsgi workers", Duration::from_secs(20), || sock.exists() && children_of(u.pid()).len() == 2).unwrap();
-    let http_extra = format!("upstream rec {{ server unix:{}; keepalive 8; }}", sock.display());
-    let nginx = Nginx::start(
-        &scratch,
-        &NginxOpts {
-            upstream: "rec",
-            location_extra: "proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;",
-            http_extra: &http_extra,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let _uwsgi = Uwsgi::start_http11(&sock, 2, 0.005, &["--max-requests", "1", "--min-worker-lifetime", "1"]).unwrap();
+    let nginx = nginx_keepalive_to(&scratch, &sock).unwrap();
     let port = nginx.port;
     record("worker_recycled", &scratch, &nginx, || {
         // Pairs of POSTs pipelined on one client connection: nginx sends the second over the

@@ -257,28 +257,8 @@ fn uwsgi_max_requests_recycling_is_blamed_for_its_502s() {
     let scratch = Scratch::new("recycle");
     let sock = scratch.path("uwsgi.sock");
     // HTTP/1.1 keep-alive upstream whose workers exit after 5 requests each.
-    let mut cmd = std::process::Command::new(find_program("uwsgi").unwrap());
-    cmd.args(["--master", "--processes", "2", "--http11-socket"])
-        .arg(&sock)
-        .args(["--chmod-socket=666", "--wsgi-file"])
-        .arg(repo_root().join("tests/apps/slow_app.py"))
-        .args(["--callable", "app", "--die-on-term", "--disable-logging", "--max-requests", "5", "--min-worker-lifetime", "1"])
-        .env("APP_SLEEP", "0.005")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let u = Proc::spawn("uwsgi", &mut cmd).unwrap();
-    wait_for("uwsgi workers", Duration::from_secs(20), || sock.exists() && children_of(u.pid()).len() == 2).unwrap();
-    let http_extra = format!("upstream rec {{ server unix:{}; keepalive 8; }}", sock.display());
-    let nginx = Nginx::start(
-        &scratch,
-        &NginxOpts {
-            upstream: "rec",
-            location_extra: "proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;",
-            http_extra: &http_extra,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let _uwsgi = Uwsgi::start_http11(&sock, 2, 0.005, &["--max-requests", "5", "--min-worker-lifetime", "1"]).unwrap();
+    let nginx = nginx_keepalive_to(&scratch, &sock).unwrap();
     let tracer = trace(&nginx);
     // Bounded: 300 POSTs, 4 at a time, paced so workers live past --min-worker-lifetime.
     let port = nginx.port;

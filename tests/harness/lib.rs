@@ -225,9 +225,18 @@ pub struct Uwsgi {
 impl Uwsgi {
     /// `extra`: more uwsgi flags (e.g. `--harakiri 2`, `--max-requests 5`).
     pub fn start(sock: &Path, processes: u32, app_sleep: f64, extra: &[&str]) -> Result<Uwsgi> {
+        Uwsgi::start_on("--http-socket", sock, processes, app_sleep, extra)
+    }
+
+    /// The same, speaking HTTP/1.1 with keep-alive to nginx (`--http11-socket`).
+    pub fn start_http11(sock: &Path, processes: u32, app_sleep: f64, extra: &[&str]) -> Result<Uwsgi> {
+        Uwsgi::start_on("--http11-socket", sock, processes, app_sleep, extra)
+    }
+
+    fn start_on(socket_flag: &str, sock: &Path, processes: u32, app_sleep: f64, extra: &[&str]) -> Result<Uwsgi> {
         let mut cmd = Command::new(find_program("uwsgi")?);
         cmd.arg("--master")
-            .args(["--processes", &processes.to_string(), "--http-socket"])
+            .args(["--processes", &processes.to_string(), socket_flag])
             .arg(sock)
             .args(["--chmod-socket=666", "--wsgi-file"])
             .arg(repo_root().join("tests/apps/slow_app.py"))
@@ -241,6 +250,14 @@ impl Uwsgi {
         wait_for("uwsgi socket", Duration::from_secs(20), || sock.exists() && children_of(u.proc.pid()).len() == processes as usize)?;
         Ok(u)
     }
+}
+
+/// nginx keeping HTTP/1.1 keep-alive connections to the unix upstream `sock` (upstream `rec`,
+/// no retries: a cut request is the client's 502).
+pub fn nginx_keepalive_to(scratch: &Scratch, sock: &Path) -> Result<Nginx> {
+    let http_extra = format!("upstream rec {{ server unix:{}; keepalive 8; }}", sock.display());
+    let location_extra = "proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;";
+    Nginx::start(scratch, &NginxOpts { upstream: "rec", location_extra, http_extra: &http_extra, ..Default::default() })
 }
 
 /// nginx in front of one upstream, logging to the scratch directory.
