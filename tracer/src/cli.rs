@@ -163,8 +163,11 @@ pub struct NginxArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ReportOutputArgs {
     /// The report as one JSON object instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+    /// The report as Markdown (verdicts, proof, fix, the counts table), for a ticket or a chat.
+    #[arg(long)]
+    pub markdown: bool,
     /// Also write a self-contained HTML report with a timeline here.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,

@@ -19,7 +19,7 @@ use crate::host::record::{self, Mark, Record};
 use crate::host::timebase::Timebase;
 use crate::kernel::events::Event;
 use crate::nginx::{self, Discovery, ErrorLog};
-use crate::output::{html, report as text, Quiet};
+use crate::output::{html, markdown, report as text, Quiet};
 use crate::session::Session;
 
 fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
@@ -27,6 +27,8 @@ fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
     if o.json {
         serde_json::to_writer(&mut out, r)?;
         writeln!(out)?;
+    } else if o.markdown {
+        markdown::write(&mut out, r)?;
     } else {
         text::write_text(&mut out, r)?;
     }
