@@ -184,6 +184,10 @@ fn every_5xx_is_joined_to_its_cause_and_record_replays_it() {
     let marks = dom.matches("class=\"mark status-50").count() as u64;
     assert_eq!(marks, live["total_5xx"].as_u64().unwrap(), "one mark per 502/504");
     assert!(dom.contains(&format!("{marks} marks drawn")), "the page's script ran");
+    // The plots over time: one set per upstream with traffic, each with its text summary,
+    // and the listen queue sampled at every tick against its maximum of 16.
+    assert!(dom.matches("class=\"plot\"").count() >= 2 * 4, "at least the connect and 5xx plots of each of the 4 upstreams");
+    assert!(dom.contains("listen queue against its maximum") && dom.contains("(its maximum is 16)"), "the backlog's queue is plotted");
 }
 
 #[test]

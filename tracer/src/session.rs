@@ -184,7 +184,7 @@ impl Session {
             Event::Request(r) => {
                 state.requests.record_request(&r);
                 if let (Some(h), Some(t)) = (state.history.as_mut(), state.requests.target_of(r.hdr.pid, r.fd)) {
-                    h.completion(t, r.last_byte_ns);
+                    h.completion(t, r.last_byte_ns, r.first_byte_ns.saturating_sub(r.start_ns));
                 }
                 if let Some(samples) = self.request_samples.as_mut() {
                     let target = state.requests.target_of(r.hdr.pid, r.fd).cloned();
@@ -203,6 +203,9 @@ impl Session {
         self.state.connects.on_connect(&c, &mut self.host);
         if let Some(h) = self.state.history.as_mut() {
             h.arrival(&c.target, c.ts_ns);
+            if c.failed() {
+                h.failure(&c.target, c.ts_ns);
+            }
         }
         if c.failed() {
             // Only errors nginx reports itself as a failed connect (EINPROGRESS TCP refusals
@@ -243,7 +246,28 @@ impl Session {
     /// The periodic summary (changed targets only).
     pub fn tick(&mut self, source: impl FnOnce() -> (u64, Lost)) -> io::Result<()> {
         self.host.env.mark(Mark::Tick);
+        self.sample_queues();
         self.summary(source, false)
+    }
+
+    /// With the history kept: every unix upstream's listener queue, at every tick (at most
+    /// `QUEUE_SAMPLES_PER_TICK` upstreams, those with the most connects).
+    fn sample_queues(&mut self) {
+        const QUEUE_SAMPLES_PER_TICK: usize = 16;
+        if self.state.history.is_none() {
+            return;
+        }
+        let mut targets: Vec<(u64, Target)> =
+            self.state.connects.targets().filter(|t| t.target.is_unix()).map(|t| (t.connects, t.target.clone())).collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.0));
+        let now = self.host.now_ns();
+        for (_, t) in targets.into_iter().take(QUEUE_SAMPLES_PER_TICK) {
+            if let Some(l) = self.host.env.queue_sample(&t) {
+                if let Some(h) = self.state.history.as_mut() {
+                    h.queue_sample(&t, now, l.queue_len, l.queue_max);
+                }
+            }
+        }
     }
 
     /// The end: everything still pending is reported, then the final summary. (The caller

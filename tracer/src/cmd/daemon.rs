@@ -91,7 +91,7 @@ pub async fn run(cli: Vec<OsString>) -> anyhow::Result<()> {
     };
     eprintln!("tracer: serving /metrics and /healthz on http://{}", config.listen);
     let mut hooks = Hooks { metrics, cli, current: config.clone() };
-    let run = LiveRun { out, record: None, nginx: None, on_ready: Box::new(|| {}), hooks: Some(&mut hooks) };
+    let run = LiveRun { keep_history: false, out, record: None, nginx: None, on_ready: Box::new(|| {}), hooks: Some(&mut hooks) };
     let session = run_live(&config.trace, run).await;
     server.abort();
     session?.env().mark(Mark::End);

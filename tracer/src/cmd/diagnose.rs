@@ -56,6 +56,7 @@ async fn live(c: &DiagnoseConfig) -> anyhow::Result<()> {
     let paths = found.error_logs.clone();
     let logs_ready = logs.clone();
     let run = LiveRun {
+        keep_history: true,
         out: Box::new(Quiet),
         record: c.record.as_deref(),
         nginx: Some(found.clone()),
@@ -84,12 +85,12 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
 
 /// Replay a recording through a session and build its report.
 pub fn replay(path: &Path) -> anyhow::Result<Report> {
-    Ok(replay_spanning(path, &[])?.0)
+    Ok(replay_spanning(path, &[], false)?.0)
 }
 
-/// `replay` (with the queue model's predictions for `what_if`), and how long the recording
-/// spans (first to last kernel event), in seconds.
-pub fn replay_spanning(path: &Path, what_if: &[Change]) -> anyhow::Result<(Report, f64)> {
+/// `replay` (with the queue model's predictions for `what_if`, and the plots' series with
+/// `plots`), and how long the recording spans (first to last kernel event), in seconds.
+pub fn replay_spanning(path: &Path, what_if: &[Change], plots: bool) -> anyhow::Result<(Report, f64)> {
     let (meta, records) = record::read(path)?;
     let times: Vec<u64> = records
         .iter()
@@ -102,7 +103,7 @@ pub fn replay_spanning(path: &Path, what_if: &[Change]) -> anyhow::Result<(Repor
     };
     let tb = Timebase::with_offset_ns(meta.timebase_offset_ns as i128);
     let mut s = Session::new(Env::replay(&records), tb, meta.probes.clone(), Box::new(Quiet), crate::config::defaults::MAX_TARGETS, false);
-    if !what_if.is_empty() {
+    if plots || !what_if.is_empty() {
         s.keep_history();
     }
     for r in &records {
@@ -131,8 +132,8 @@ pub fn replay_spanning(path: &Path, what_if: &[Change]) -> anyhow::Result<(Repor
 
 /// `tracer compare BEFORE AFTER`.
 pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<()> {
-    let (before, before_s) = replay_spanning(&args.before, &[])?;
-    let (after, after_s) = replay_spanning(&args.after, &[])?;
+    let (before, before_s) = replay_spanning(&args.before, &[], false)?;
+    let (after, after_s) = replay_spanning(&args.after, &[], false)?;
     let (bname, aname) = (args.before.display().to_string(), args.after.display().to_string());
     let c = compare::compare((&bname, &before, before_s), (&aname, &after, after_s));
     let mut out = io::stdout().lock();
@@ -151,6 +152,6 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<()> {
 
 /// `tracer report FILE`.
 pub fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
-    let (r, _) = replay_spanning(&args.file, &args.what_if)?;
+    let (r, _) = replay_spanning(&args.file, &args.what_if, args.output.html.is_some())?;
     show(&r, &args.output)
 }

@@ -59,6 +59,9 @@ const POLL_EVERY: Duration = Duration::from_millis(20);
 /// What a live run is for, beyond the trace settings.
 pub struct LiveRun<'a> {
     pub out: Box<dyn Output>,
+    /// Keep what happened when per upstream (bounded: `state::history`) for the report's plots
+    /// and `--what-if` (diagnose and record; not the daemon or watch, which run for long).
+    pub keep_history: bool,
     /// Record to this file as well.
     pub record: Option<&'a Path>,
     pub nginx: Option<crate::nginx::Discovery>,
@@ -119,6 +122,9 @@ pub async fn run_live(config: &TraceConfig, mut run: LiveRun<'_>) -> anyhow::Res
     };
     let recording = recorder.is_some();
     let mut session = Session::new(Env::live(recorder), tb, loaded.probes.clone(), run.out, config.max_targets, config.all_connections);
+    if run.keep_history {
+        session.keep_history();
+    }
     // Where new app-server masters are announced to the kernel (fork tracking).
     let mut app_masters = loaded.ebpf.take_map("APP_MASTERS").and_then(|m| aya::maps::HashMap::<_, u32, u8>::try_from(m).ok());
     if let Some(h) = run.hooks.as_mut() {

@@ -12,7 +12,7 @@ use crate::output::{jsonl::JsonLines, terminal::Terminal, Output};
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let config = TraceConfig::watch(&args)?;
     let out: Box<dyn Output> = if args.json { Box::new(JsonLines::new(io::stdout())) } else { Box::new(Terminal::new(io::stdout())) };
-    let mut s = run_live(&config, LiveRun { out, record: None, nginx: None, on_ready: Box::new(|| {}), hooks: None }).await?;
+    let mut s = run_live(&config, LiveRun { keep_history: false, out, record: None, nginx: None, on_ready: Box::new(|| {}), hooks: None }).await?;
     s.env().mark(Mark::End);
     io::Write::flush(&mut io::stdout())?;
     Ok(())

@@ -7,5 +7,6 @@ pub mod compare;
 pub mod join;
 pub mod near_miss;
 pub mod report;
+pub mod series;
 pub mod verdict;
 pub mod what_if;

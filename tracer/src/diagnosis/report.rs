@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::diagnosis::join::Status;
 use crate::diagnosis::near_miss::{self, NearMiss};
+use crate::diagnosis::series::{self, Series};
 use crate::diagnosis::verdict::{self, Verdict, VerdictKind};
 use crate::diagnosis::what_if::{self, Change, WhatIf};
 use crate::nginx::{Discovery, ErrorKind};
@@ -48,6 +49,10 @@ pub struct Report {
     pub timeline: Vec<TimelineItem>,
     pub events: u64,
     pub lost: u64,
+    /// Per-second series for the HTML report's plots (with the session's history only; not
+    /// part of the JSON).
+    #[serde(skip)]
+    pub series: Option<Series>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -100,7 +105,7 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String], what_if: &[
     for kind in error_lines.iter().filter_map(|l| ErrorKind::of_line(l)) {
         *error_log.entry(kind).or_insert(0) += 1;
     }
-    let timeline = statuses
+    let timeline: Vec<TimelineItem> = statuses
         .iter()
         .map(|st| TimelineItem {
             time: view.tb.unix_secs(st.ts_ns),
@@ -131,6 +136,7 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String], what_if: &[
         })
         .collect();
     let what_if = what_if::find(view, &verdicts, what_if);
+    let series = series::build(view, &timeline);
     Report {
         kind: "report",
         total_5xx: statuses.len() as u64,
@@ -146,5 +152,6 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String], what_if: &[
         timeline,
         events: view.events,
         lost: view.lost.total_dropped(),
+        series,
     }
 }

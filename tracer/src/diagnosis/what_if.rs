@@ -117,6 +117,8 @@ pub struct WhatIf {
     pub smallest_backlog: Option<u32>,
     /// The fewest workers with no refusal at the current backlog (None: none up to 1024).
     pub smallest_workers: Option<u32>,
+    /// (backlog, refused) from 0 to past the smallest sufficient backlog, for the plot.
+    pub curve: Vec<(u32, u64)>,
 }
 
 /// The model of `target`'s listener from the recording, if the data is there.
@@ -142,6 +144,9 @@ pub fn find(view: &View, verdicts: &[crate::diagnosis::verdict::Verdict], change
         let Some(lv) = t.listener.as_ref() else { continue };
         let backlog = lv.listener.queue_max;
         let with = |b: u32, w: u32| refused(arrivals, Model { workers: w, ..m }, b);
+        let smallest_backlog = smallest(65535, |b| with(b, m.workers));
+        let top = smallest_backlog.unwrap_or(backlog * 4).max(backlog).max(8) * 5 / 4;
+        let curve = (0..=24u32).map(|i| top * i / 24).map(|b| (b, with(b, m.workers))).collect();
         out.push(WhatIf {
             target: v.target.clone(),
             model: m,
@@ -156,8 +161,9 @@ pub fn find(view: &View, verdicts: &[crate::diagnosis::verdict::Verdict], change
                     Prediction { backlog: b, workers: w, refused: with(b, w) }
                 })
                 .collect(),
-            smallest_backlog: smallest(65535, |b| with(b, m.workers)),
+            smallest_backlog,
             smallest_workers: smallest(1024, |w| with(backlog, w)),
+            curve,
         });
     }
     out

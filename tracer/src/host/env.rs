@@ -102,6 +102,12 @@ impl Env {
         })
     }
 
+    /// The listener behind `target` sampled for the queue plot (a question of its own, so a
+    /// recording's `listener_for` answers stay in their order).
+    pub fn queue_sample(&mut self, t: &Target) -> Option<Listener> {
+        self.answer("queue_sample", t.to_string(), || listeners::listener_for(t).ok().flatten())
+    }
+
     pub fn tcp_listener_bound(&mut self, a: SocketAddr) -> Option<(SocketAddr, Listener)> {
         self.answer("tcp_listener_bound", a.to_string(), || listeners::tcp_listener_bound(a).ok().flatten())
     }

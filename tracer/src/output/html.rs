@@ -12,12 +12,12 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-const COLORS: &[&str] = &["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
+use crate::output::plots::{self, PALETTE as COLORS};
 
 pub fn render(r: &Report) -> String {
     let mut h = String::new();
     h.push_str("<!doctype html><html><head><meta charset=\"utf-8\"><title>upstream-tracer report</title><style>");
-    h.push_str("body{font-family:system-ui,sans-serif;margin:2em;color:#222}h2{margin-top:1.5em}.v{border-left:4px solid #d62728;padding:.3em .8em;margin:.8em 0;background:#fafafa}.fix{color:#185}table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}svg text{font-size:11px}");
+    h.push_str("body{font-family:system-ui,sans-serif;margin:2em;color:#222}h2{margin-top:1.5em}.v{border-left:4px solid #d62728;padding:.3em .8em;margin:.8em 0;background:#fafafa}.fix{color:#185}table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}svg text{font-size:11px}svg.timeline,svg.plot{width:100%;max-width:1000px;height:auto}figure{margin:.5em 0 1.2em}figcaption{font-size:.95em}@media (max-width:700px){body{margin:.5em}td,th{padding:.1em .3em}}@media print{body{margin:0;color:#000}.v{background:none}figure,.v{break-inside:avoid}}");
     h.push_str("</style></head><body>");
     let _ = write!(
         h,
@@ -68,6 +68,12 @@ pub fn render(r: &Report) -> String {
     }
     h.push_str("</table><h2>Timeline</h2>");
     h.push_str(&timeline(r));
+    if let Some(series) = &r.series {
+        h.push_str(&plots::render(series));
+    }
+    for w in &r.what_if {
+        h.push_str(&plots::what_if(w));
+    }
     if !r.unexplained.is_empty() {
         let _ = write!(h, "<h2>Unexplained</h2><p>{} 502/504 with no upstream event before them.</p>", r.unexplained.len());
     }
@@ -96,7 +102,7 @@ fn timeline(r: &Report) -> String {
     let color: BTreeMap<&str, &str> = kinds.iter().enumerate().map(|(i, k)| (*k, COLORS[i % COLORS.len()])).collect();
     let (left, width, row_h) = (330.0, 800.0, 28.0);
     let height = 40.0 + row_h * rows.len() as f64 + 20.0 * kinds.len() as f64;
-    let _ = write!(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\">", left + width + 20.0);
+    let _ = write!(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"timeline\" viewBox=\"0 0 {} {height}\">", left + width + 20.0);
     for (i, row) in rows.iter().enumerate() {
         let y = 30.0 + row_h * i as f64;
         let _ = write!(

@@ -21,7 +21,7 @@ impl<W: Write> Terminal<W> {
 }
 
 /// `HH:MM:SS.mmm` of a unix time.
-fn clock(unix_secs: f64) -> String {
+pub fn clock(unix_secs: f64) -> String {
     let ms = (unix_secs * 1000.0).round() as u64;
     let s = ms / 1000;
     format!("{:02}:{:02}:{:02}.{:03}", (s / 3600) % 24, (s / 60) % 60, s % 60, ms % 1000)

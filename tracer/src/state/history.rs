@@ -1,5 +1,7 @@
-//! When each connect() reached an upstream and when each request's last response byte came back:
-//! kept only when asked (`tracer report --what-if`), for the queue model in `diagnosis::what_if`.
+//! What happened when, per upstream: each connect() (and whether it failed), each completed
+//! request (its last byte and time to first byte), the listener's queue sampled at every tick.
+//! Kept only when asked (`diagnose`/`record`, `report --html` or `--what-if`): for the queue
+//! model in `diagnosis::what_if` and the plots in `diagnosis::series`.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +14,14 @@ const MAX_INSTANTS: usize = 2_000_000;
 pub struct History {
     /// Per target: every connect() (served or refused), monotonic ns, in order.
     pub arrivals: BTreeMap<Target, Vec<u64>>,
+    /// Per target: every failed connect(), monotonic ns, in order.
+    pub failures: BTreeMap<Target, Vec<u64>>,
     /// Per target: every request's last response byte, monotonic ns, in order.
     pub completions: BTreeMap<Target, Vec<u64>>,
+    /// Per target: each completed request's time to first byte, ns, in the order of `completions`.
+    pub ttfb: BTreeMap<Target, Vec<u64>>,
+    /// Per target: (sampled at, waiting, max) of its listener, at every tick.
+    pub queue: BTreeMap<Target, Vec<(u64, u32, u32)>>,
     kept: usize,
     pub dropped: u64,
 }
@@ -33,8 +41,27 @@ impl History {
         Self::push(&mut self.kept, &mut self.dropped, v, ts_ns);
     }
 
-    pub fn completion(&mut self, target: &Target, ts_ns: u64) {
-        let v = self.completions.entry(target.clone()).or_default();
+    pub fn failure(&mut self, target: &Target, ts_ns: u64) {
+        let v = self.failures.entry(target.clone()).or_default();
         Self::push(&mut self.kept, &mut self.dropped, v, ts_ns);
+    }
+
+    pub fn completion(&mut self, target: &Target, ts_ns: u64, ttfb_ns: u64) {
+        if self.kept + 2 > MAX_INSTANTS {
+            self.dropped += 1;
+            return;
+        }
+        self.kept += 2;
+        self.completions.entry(target.clone()).or_default().push(ts_ns);
+        self.ttfb.entry(target.clone()).or_default().push(ttfb_ns);
+    }
+
+    pub fn queue_sample(&mut self, target: &Target, ts_ns: u64, waiting: u32, max: u32) {
+        if self.kept + 2 > MAX_INSTANTS {
+            self.dropped += 1;
+            return;
+        }
+        self.kept += 2;
+        self.queue.entry(target.clone()).or_default().push((ts_ns, waiting, max));
     }
 }

@@ -1,0 +1,118 @@
+//! Per-second series of each upstream for the report's plots, on one time axis: connect() calls
+//! and failures, requests completed and their time to first byte, the listener's queue against
+//! its maximum, 502/504 by verdict, and the worker deaths that cut requests.
+
+use std::collections::BTreeMap;
+
+use crate::diagnosis::report::TimelineItem;
+use crate::session::View;
+
+/// (unix seconds of the bucket's start, value)
+pub type Points = Vec<(f64, f64)>;
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct UpstreamSeries {
+    pub target: String,
+    pub connects: Points,
+    pub failures: Points,
+    pub completed: Points,
+    pub ttfb_p50_ms: Points,
+    pub ttfb_p99_ms: Points,
+    /// (sampled at, waiting)
+    pub queue: Points,
+    pub queue_max: Option<u32>,
+    /// 502/504 per second, by verdict kind (or `unexplained`).
+    pub fivexx: BTreeMap<String, Points>,
+    /// (when, what): a worker death that cut a request.
+    pub deaths: Vec<(f64, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Series {
+    /// The shared time axis, unix seconds.
+    pub t0: f64,
+    pub t1: f64,
+    pub upstreams: Vec<UpstreamSeries>,
+}
+
+/// Counts per whole second of `times` (unix seconds), every second from the first to the last.
+fn per_second(times: impl Iterator<Item = f64>) -> Points {
+    let mut buckets: BTreeMap<i64, f64> = BTreeMap::new();
+    for t in times {
+        *buckets.entry(t.floor() as i64).or_default() += 1.0;
+    }
+    let (Some(&a), Some(&b)) = (buckets.keys().next(), buckets.keys().next_back()) else { return Vec::new() };
+    (a..=b).map(|s| (s as f64, buckets.get(&s).copied().unwrap_or(0.0))).collect()
+}
+
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// The series of every upstream with traffic, or None without the history.
+pub fn build(view: &View, timeline: &[TimelineItem]) -> Option<Series> {
+    let h = view.state.history.as_ref()?;
+    let tb = view.tb;
+    let secs = |v: &[u64]| v.iter().map(|&ns| tb.unix_secs(ns)).collect::<Vec<f64>>();
+    let mut out = Vec::new();
+    for t in view.state.connects.targets() {
+        let name = t.target.to_string();
+        let mut s = UpstreamSeries { target: name.clone(), ..Default::default() };
+        if let Some(v) = h.arrivals.get(&t.target) {
+            s.connects = per_second(secs(v).into_iter());
+        }
+        if let Some(v) = h.failures.get(&t.target) {
+            s.failures = per_second(secs(v).into_iter());
+        }
+        if let (Some(ends), Some(ttfb)) = (h.completions.get(&t.target), h.ttfb.get(&t.target)) {
+            s.completed = per_second(secs(ends).into_iter());
+            let mut by_second: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+            for (end, ttfb) in ends.iter().zip(ttfb) {
+                by_second.entry(tb.unix_secs(*end).floor() as i64).or_default().push(*ttfb);
+            }
+            for (sec, mut v) in by_second {
+                v.sort_unstable();
+                s.ttfb_p50_ms.push((sec as f64, quantile(&v, 0.5) as f64 / 1e6));
+                s.ttfb_p99_ms.push((sec as f64, quantile(&v, 0.99) as f64 / 1e6));
+            }
+        }
+        if let Some(q) = h.queue.get(&t.target) {
+            s.queue = q.iter().map(|&(ts, waiting, _)| (tb.unix_secs(ts), waiting as f64)).collect();
+            s.queue_max = q.last().map(|&(_, _, max)| max);
+        }
+        let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for item in timeline.iter().filter(|i| i.target.as_deref() == Some(name.as_str())) {
+            by_kind.entry(item.verdict.map_or("unexplained".to_string(), |k| k.as_str().to_string())).or_default().push(item.time);
+        }
+        s.fivexx = by_kind.into_iter().map(|(k, v)| (k, per_second(v.into_iter()))).collect();
+        s.deaths = view
+            .state
+            .requests
+            .cut
+            .iter()
+            .filter(|c| c.target.as_ref() == Some(&t.target))
+            .filter_map(|c| c.worker.as_ref())
+            .map(|d| (tb.unix_secs(d.ts_ns), format!("worker {} pid {}: {}", d.comm, d.pid, d.cause)))
+            .collect();
+        s.deaths.dedup();
+        if !(s.connects.is_empty() && s.completed.is_empty()) {
+            out.push(s);
+        }
+    }
+    let all = out.iter().flat_map(|u| u.connects.iter().chain(&u.completed).chain(&u.queue).map(|p| p.0));
+    let (t0, t1) = all.fold((f64::MAX, f64::MIN), |(a, b), t| (a.min(t), b.max(t + 1.0)));
+    (t0 < t1).then_some(Series { t0, t1, upstreams: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_without_events_are_zero() {
+        assert_eq!(per_second([10.2, 10.9, 12.5].into_iter()), vec![(10.0, 2.0), (11.0, 0.0), (12.0, 1.0)]);
+        assert!(per_second(std::iter::empty()).is_empty());
+        assert_eq!(quantile(&[1, 2, 3, 4], 0.5), 2);
+        assert_eq!(quantile(&[1, 2, 3, 4], 0.99), 4);
+    }
+}
