@@ -182,7 +182,7 @@ impl Session {
             Event::Signal(s) => state.requests.on_signal(&s),
             Event::Exit(x) => state.requests.on_exit(&x),
             Event::Fork(f) => state.requests.on_fork(&f),
-            Event::Status(s) => self.join.status(s.hdr.ts_ns, s.hdr.pid, s.fd, s.status),
+            Event::Status(s) => self.join.status(s.hdr.ts_ns, s.hdr.pid, s.fd, s.status, s.source),
         }
         Ok(())
     }
@@ -349,7 +349,7 @@ mod tests {
         }
 
         fn status(&mut self, pid: u32, ts_ns: u64, status: u16) -> &mut Run {
-            let e = StatusEvent { hdr: hdr(kind::STATUS, pid, ts_ns), fd: 30, status, _pad: 0 };
+            let e = StatusEvent { hdr: hdr(kind::STATUS, pid, ts_ns), fd: 30, status, source: 0 };
             self.feed(raw(&e))
         }
 
@@ -459,20 +459,26 @@ mod tests {
 
     #[test]
     fn reuse_after_the_peers_fin_is_the_keepalive_race() {
-        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, CloseClass::KeepaliveRace, CloseHow::Eof, 2).status(NGINX, 2_100, 502).report();
+        let r =
+            Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, CloseClass::KeepaliveRace, CloseHow::Eof, 2).status(NGINX, 2_100, 502).report();
         assert_eq!(kinds(&r), vec![(VerdictKind::KeepaliveTimeoutMismatch, 1)]);
         assert!(r.verdicts[0].proof.contains("~1.0 s idle"), "{}", r.verdicts[0].proof);
     }
 
     #[test]
     fn a_reset_during_send_is_joined_like_an_eof() {
-        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, CloseClass::Premature, CloseHow::SendFailed, 1).status(NGINX, 2_100, 502).report();
+        let r = Run::new()
+            .connect(NGINX, 1_000, 0)
+            .close(NGINX, 2_000, CloseClass::Premature, CloseHow::SendFailed, 1)
+            .status(NGINX, 2_100, 502)
+            .report();
         assert_eq!(kinds(&r), vec![(VerdictKind::UpstreamClosed, 1)]);
     }
 
     #[test]
     fn another_workers_cause_does_not_explain_a_status() {
-        let r = Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, CloseClass::Premature, CloseHow::Eof, 1).status(NGINX + 1, 2_100, 502).report();
+        let r =
+            Run::new().connect(NGINX, 1_000, 0).close(NGINX, 2_000, CloseClass::Premature, CloseHow::Eof, 1).status(NGINX + 1, 2_100, 502).report();
         assert_eq!((r.explained, r.unexplained.len()), (0, 1));
     }
 
@@ -481,7 +487,8 @@ mod tests {
         let r = Run::new().connect(NGINX, 1_000, -(libc::EAGAIN as i64)).status(NGINX, 1_100, 504).report();
         assert_eq!((r.total_5xx, r.explained), (1, 0));
         assert_eq!(r.absorbed.get("connect_eagain"), Some(&1));
-        let r = Run::new().connect(NGINX, 1_900, 0).close(NGINX, 2_000, CloseClass::ProxyAbort, CloseHow::Local, 1).status(NGINX, 2_100, 502).report();
+        let r =
+            Run::new().connect(NGINX, 1_900, 0).close(NGINX, 2_000, CloseClass::ProxyAbort, CloseHow::Local, 1).status(NGINX, 2_100, 502).report();
         assert_eq!((r.total_5xx, r.explained), (1, 0));
         assert_eq!(r.absorbed.get("proxy_abort"), Some(&1));
         let r = Run::new()
