@@ -295,8 +295,9 @@ pub fn kernel_layout() -> KernelLayout {
 }
 
 /// Attach a uprobe program to the symbol `p.name` of every TLS library found (`kernel::tls`), in
-/// every process (the program's filter keeps the traced ones: workers forked later are covered).
-/// Nothing found or a symbol missing is a warning naming what is lost, never a failure.
+/// every process (the program's filter keeps the traced ones: workers forked later are covered);
+/// with none found, to the system's libssl. A library or symbol missing is a warning naming what
+/// is lost, never a failure.
 fn attach_uprobes(
     ebpf: &mut Ebpf,
     p: &ProbeSpec,
@@ -310,16 +311,22 @@ fn attach_uprobes(
         }
         ProbeStatus { program: p.program.to_string(), tracepoint, attached: result.is_ok(), error: result.err().map(|e| format!("{e:#}")) }
     };
-    let any = format!("{}:{}", p.category, p.name);
     if skipped {
-        return vec![status(any, Err(anyhow::anyhow!("skipped (TRACER_SKIP_PROGRAMS)")))];
+        return vec![status(format!("{}:{}", p.category, p.name), Err(anyhow::anyhow!("skipped (TRACER_SKIP_PROGRAMS)")))];
     }
-    if targets.is_empty() {
-        return vec![status(any, Err(anyhow::anyhow!("no traced process was running with a TLS library ({}) mapped at start", p.category)))];
-    }
+    // No traced process maps one at start (nginx not running yet, or filtered by a name nothing
+    // has): the system's, found in ld.so.cache, which an nginx started later most likely maps.
+    let system = [crate::kernel::tls::TlsTarget { path: p.category.into(), pid: 0 }];
+    let targets = if targets.is_empty() { &system[..] } else { targets };
     let mut out = Vec::new();
     for t in targets {
-        let where_ = if crate::kernel::tls::is_library(&t.path) { "" } else { " (no libssl mapped: the executable, static build?)" };
+        let where_ = if t.pid == 0 {
+            " (no traced process mapped a TLS library at start: the system's from ld.so.cache)".to_string()
+        } else if crate::kernel::tls::is_library(&t.path) {
+            format!(", mapped by pid {}", t.pid)
+        } else {
+            format!(" (pid {} maps no libssl: its executable, a static build?)", t.pid)
+        };
         let result = (|| -> anyhow::Result<()> {
             let prog = ebpf.program_mut(p.program).with_context(|| format!("program {} missing from the object", p.program))?;
             let Program::UProbe(prog) = prog else { bail!("program {} is not a uprobe program in the object", p.program) };
@@ -328,7 +335,7 @@ fn attach_uprobes(
                 loaded.insert(p.program);
             }
             prog.attach(p.name, &t.path, aya::programs::uprobe::UProbeScope::AllProcesses)
-                .with_context(|| format!("{} in {}{where_}, mapped by pid {}", p.name, t.path.display(), t.pid))?;
+                .with_context(|| format!("{} in {}{where_}", p.name, t.path.display()))?;
             Ok(())
         })();
         out.push(status(format!("{}:{}", t.path.display(), p.name), result));

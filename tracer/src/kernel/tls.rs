@@ -1,7 +1,8 @@
 //! Where the traced nginx's TLS library is, for the `tls_status` uprobes: the `libssl` each
 //! traced process maps (`/proc/PID/maps`), or the executable itself when it maps none (a static
-//! build: the symbols, if not stripped, are in the binary). Read once at start; an nginx started
-//! later, or a library it maps only later, is not hooked (the error log covers it).
+//! build: the symbols, if not stripped, are in the binary). Read once at start; with none found
+//! the loader falls back to the system's libssl (ld.so.cache), so an nginx started later with it is
+//! covered; one with its own library is not (the error log covers it).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
