@@ -280,11 +280,14 @@ pub struct NginxOpts<'a> {
     pub server_extra: &'a str,
     /// `access_log off` instead of the log file.
     pub no_access_log: bool,
+    /// Parameters of the `listen` line after the address (e.g. `ssl http2`; the certificate then
+    /// goes in `server_extra`).
+    pub listen_params: &'a str,
 }
 
 impl Default for NginxOpts<'_> {
     fn default() -> Self {
-        NginxOpts { upstream: "", location_extra: "", workers: 1, http_extra: "", server_extra: "", no_access_log: false }
+        NginxOpts { upstream: "", location_extra: "", workers: 1, http_extra: "", server_extra: "", no_access_log: false, listen_params: "" }
     }
 }
 
@@ -309,7 +312,7 @@ http {{
     scgi_temp_path {d}/scgi;
     {http_extra}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096 {listen_params};
         {server_extra}
         location / {{
             proxy_pass http://{upstream};
@@ -323,6 +326,7 @@ http {{
             extra = o.location_extra,
             http_extra = o.http_extra,
             server_extra = o.server_extra,
+            listen_params = o.listen_params,
             access_log = if o.no_access_log { "access_log off".to_string() } else { format!("access_log {d}/access.log tracer") },
         );
         let conf_path = scratch.path("nginx.conf");

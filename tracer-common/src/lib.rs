@@ -21,6 +21,7 @@ pub mod linux;
 pub mod offsets;
 pub mod probes;
 pub mod request;
+pub mod status;
 pub mod tcp;
 
 use codes::codes;

@@ -166,3 +166,32 @@ pub mod sock_common {
     pub const SKC_V6_DADDR_USUAL: u64 = 56;
     pub const SKC_V6_RCV_SADDR_USUAL: u64 = 72;
 }
+
+/// `SSL_write(SSL *ssl, const void *buf, int num)` and `SSL_write_ex(SSL *ssl, const void *buf,
+/// size_t num, size_t *written)`: argument positions (0-based) of the uprobe program.
+pub mod ssl_write {
+    /// The plaintext (user memory).
+    pub const BUF: usize = 1;
+    /// Its length (an `int` for `SSL_write`: only the low 31 bits are used).
+    pub const NUM: usize = 2;
+}
+
+/// HTTP/2 framing (RFC 9113 §4.1, §6.2) and the HPACK bytes the TLS status program reads.
+pub mod http2 {
+    /// Bytes of a frame header: 24-bit length, type, flags, 31-bit stream id.
+    pub const FRAME_HEADER: usize = 9;
+    /// Frame type HEADERS.
+    pub const TYPE_HEADERS: u8 = 0x1;
+    /// The highest frame type of RFC 9113 (CONTINUATION).
+    pub const MAX_KNOWN_TYPE: u8 = 0x9;
+    /// HEADERS flags that move the header block's start (nginx sets neither).
+    pub const FLAG_PADDED: u8 = 0x8;
+    pub const FLAG_PRIORITY: u8 = 0x20;
+    /// Bytes of a header block read for its `:status`: a size update (≤ 4 bytes) + a 5-byte literal.
+    pub const BLOCK_PREFIX: usize = 12;
+    /// HPACK indexed static entry 14 (`:status 500`).
+    pub const INDEXED_500: u8 = 0x8e;
+    /// Frames walked per write at most (the verifier needs a bound; a write holds a few frames per
+    /// stream, nginx's output buffer being 16 KiB).
+    pub const MAX_FRAMES: usize = 16;
+}

@@ -20,6 +20,10 @@ pub enum HookKind {
     /// A raw tracepoint: the program gets the tracepoint's arguments as passed, no record is
     /// filled (cheaper on hooks that fire on every send, receive and TCP state change).
     RawTracepoint,
+    /// A uprobe on a function of a user-space library: `category` names the library as the
+    /// loader looks for it in the traced processes' `/proc/PID/maps` (`libssl`), `name` is the
+    /// symbol. The loader attaches it to every such library it finds at start.
+    Uprobe,
 }
 
 impl HookKind {
@@ -27,6 +31,7 @@ impl HookKind {
         match self {
             HookKind::Tracepoint => "tracepoint",
             HookKind::RawTracepoint => "raw tracepoint",
+            HookKind::Uprobe => "uprobe",
         }
     }
 }
@@ -47,9 +52,9 @@ pub enum Group {
 pub struct ProbeSpec {
     /// The program's name in the object (its function in tracer-ebpf/src/probes/).
     pub program: &'static str,
-    /// Tracepoint category (e.g. `syscalls`, `sock`).
+    /// Tracepoint category (e.g. `syscalls`, `sock`); for a uprobe, the library.
     pub category: &'static str,
-    /// Tracepoint name.
+    /// Tracepoint name; for a uprobe, the symbol.
     pub name: &'static str,
     pub kind: HookKind,
     /// Without it the command cannot do its job at all: attaching fails.
@@ -78,10 +83,14 @@ use offsets::{
     sys_exit, tcp_destroy_sock, tcp_receive_reset, tcp_retransmit_skb,
 };
 use Group::{Connect, Requests, Tcp};
-use HookKind::{RawTracepoint, Tracepoint};
+use HookKind::{RawTracepoint, Tracepoint, Uprobe};
 
 // Syscall tracepoints (CONFIG_FTRACE_SYSCALLS) date from 2.6.33: from memory, unverified.
 const SYSCALLS_SINCE: &str = "2.6.33";
+// uprobes came in 3.5; aya attaches them through the perf `uprobe` PMU (4.17) when present, else
+// through tracefs `uprobe_events`: from memory, unverified.
+const UPROBE_SINCE: &str = "4.17";
+const TLS_STATUS: &str = "5xx sent over TLS (HTTP/1.x and HTTP/2): the error log is used instead";
 
 /// Every program, grouped by [`Group`] (contiguous: [`group`] slices the table). A program
 /// listed twice is attached to two tracepoints.
@@ -241,6 +250,34 @@ pub const ALL: &[ProbeSpec] = &[
         fields: &[sys_enter_writev::FD, sys_enter_writev::VEC],
         group: Requests,
     },
+    // TLS (and so HTTP/2, which browsers only speak over TLS) hides the status in writev(): read
+    // the plaintext nginx hands to OpenSSL. SSL_write and SSL_write_ex both call the library's
+    // internal write (neither calls the other), so one response is seen once. SSL_sendfile
+    // (kTLS) sends file bodies, never a header: not hooked.
+    ProbeSpec {
+        program: "tls_status",
+        category: "libssl",
+        name: "SSL_write",
+        kind: Uprobe,
+        required: false,
+        since: UPROBE_SINCE,
+        since_verified: false,
+        feature: TLS_STATUS,
+        fields: &[],
+        group: Requests,
+    },
+    ProbeSpec {
+        program: "tls_status",
+        category: "libssl",
+        name: "SSL_write_ex",
+        kind: Uprobe,
+        required: false,
+        since: UPROBE_SINCE,
+        since_verified: false,
+        feature: TLS_STATUS,
+        fields: &[],
+        group: Requests,
+    },
     ProbeSpec {
         program: "close_enter",
         category: "syscalls",
@@ -341,7 +378,7 @@ mod tests {
     #[test]
     fn raw_tracepoints_read_no_record_and_classic_ones_say_what_they_read() {
         for p in ALL {
-            assert_eq!(p.kind == HookKind::RawTracepoint, p.fields.is_empty(), "{}", p.program);
+            assert_eq!(p.kind != HookKind::Tracepoint, p.fields.is_empty(), "{}", p.program);
             assert!(!p.since.is_empty() && !p.feature.is_empty());
         }
         // Every hook once.

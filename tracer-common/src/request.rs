@@ -174,15 +174,21 @@ pub struct ForkEvent {
 }
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 48);
 
-/// The proxy wrote an HTTP/1.x status line ≥ 500 on a socket (`HTTP/1.1 502 …` at the start of a
-/// write/writev/send buffer): the 5xx its client received, seen without reading its logs.
+/// The proxy answered a 5xx: an HTTP/1.x status line (`HTTP/1.1 502 …` at the start of a writev
+/// buffer, or of the plaintext handed to the TLS library) or an HTTP/2 HEADERS frame whose
+/// `:status` is 5xx (one event per frame, so per stream): the 5xx its client received, seen
+/// without reading its logs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusEvent {
     pub hdr: EventHeader,
+    /// The client socket, or -1 when not known (the TLS library's write: the fd is not an
+    /// argument).
     pub fd: i32,
     pub status: u16,
-    pub _pad: u16,
+    /// Where it was read: a [`crate::status::StatusSource`] (was padding, always 0 =
+    /// `kernel_writev`, so older recordings decode the same).
+    pub source: u16,
 }
 const _: () = assert!(core::mem::size_of::<StatusEvent>() == 48);
 

@@ -194,7 +194,7 @@ impl Session {
             Event::Signal(s) => state.requests.on_signal(&s),
             Event::Exit(x) => state.requests.on_exit(&x),
             Event::Fork(f) => state.requests.on_fork(&f),
-            Event::Status(s) => self.join.status(s.hdr.ts_ns, s.hdr.pid, s.fd, s.status),
+            Event::Status(s) => self.join.status(s.hdr.ts_ns, s.hdr.pid, s.fd, s.status, s.source),
         }
         Ok(())
     }
@@ -388,7 +388,7 @@ mod tests {
         }
 
         fn status(&mut self, pid: u32, ts_ns: u64, status: u16) -> &mut Run {
-            let e = StatusEvent { hdr: hdr(kind::STATUS, pid, ts_ns), fd: 30, status, _pad: 0 };
+            let e = StatusEvent { hdr: hdr(kind::STATUS, pid, ts_ns), fd: 30, status, source: 0 };
             self.feed(raw(&e))
         }
 

@@ -5,10 +5,11 @@
 //! only writev is hooked (hooking write()/send() too would add a program run to every other
 //! write).
 //!
-//! When absent (and always for TLS and HTTP/2, which hide the status line): userspace takes the
-//! 5xx from nginx's error and access logs.
+//! TLS (and so HTTP/2) hides the status line here: `tls_status.rs` reads it before encryption.
+//! When both are absent: userspace takes the 5xx from nginx's error and access logs.
 
 use aya_ebpf::{helpers::bpf_probe_read_user_buf, macros::tracepoint, programs::TracePointContext};
+use tracer_common::status::{self, StatusSource, HTTP1_LINE};
 use tracer_common::{offsets::sys_enter_writev, Kind, StatusEvent};
 
 use crate::maps::{field, header, output, preamble};
@@ -26,18 +27,11 @@ pub fn status_line(ctx: TracePointContext) -> u32 {
     }
     let buf = u64::from_ne_bytes(base);
     // "HTTP/1.1 502": 12 bytes.
-    let mut line = [0u8; 12];
+    let mut line = [0u8; HTTP1_LINE];
     if buf == 0 || unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut line) }.is_err() {
         return 0;
     }
-    if &line[..7] != b"HTTP/1." || line[8] != b' ' || line[9] != b'5' {
-        return 0;
-    }
-    let digit = |b: u8| b.is_ascii_digit();
-    if !digit(line[10]) || !digit(line[11]) {
-        return 0;
-    }
-    let status = 500 + (line[10] - b'0') as u16 * 10 + (line[11] - b'0') as u16;
-    output(&StatusEvent { hdr: header(Kind::Status, id), fd, status, _pad: 0 });
+    let Some(status) = status::http1_status(&line) else { return 0 };
+    output(&StatusEvent { hdr: header(Kind::Status, id), fd, status, source: StatusSource::KernelWritev as u16 });
     0
 }

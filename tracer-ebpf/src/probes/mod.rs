@@ -12,3 +12,4 @@ pub mod signal;
 pub mod sock_io;
 pub mod syn_sent;
 pub mod tcp_state;
+pub mod tls_status;

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Serialize;
+pub use tracer_common::status::StatusSource;
 
 pub use crate::state::cause::{Cause, CauseKind};
 use crate::state::requests::FORWARD_WINDOW_NS;
@@ -17,6 +18,8 @@ pub struct Status {
     pub pid: u32,
     pub fd: i32,
     pub status: u16,
+    /// Where the status was read (writev, or the TLS library's write).
+    pub source: StatusSource,
     pub cause: Option<Cause>,
 }
 
@@ -51,11 +54,11 @@ impl Correlator {
         q.push_back(c);
     }
 
-    pub fn status(&mut self, ts_ns: u64, pid: u32, fd: i32, status: u16) {
+    pub fn status(&mut self, ts_ns: u64, pid: u32, fd: i32, status: u16, source: StatusSource) {
         if status != 502 && status != 504 {
             *self.other_5xx.entry(status).or_default() += 1;
             if self.other.len() < MAX_KEPT {
-                self.other.push(Status { ts_ns, pid, fd, status, cause: None });
+                self.other.push(Status { ts_ns, pid, fd, status, source, cause: None });
             }
             return;
         }
@@ -64,7 +67,7 @@ impl Correlator {
             q.remove(i)
         });
         if self.statuses.len() < MAX_KEPT {
-            self.statuses.push(Status { ts_ns, pid, fd, status, cause });
+            self.statuses.push(Status { ts_ns, pid, fd, status, source, cause });
         } else {
             self.dropped += 1;
         }
@@ -106,11 +109,11 @@ mod tests {
         c.cause(cause(10, 1, CauseKind::ConnectError(11)));
         c.cause(cause(11, 2, CauseKind::ProxyAbort));
         c.cause(cause(12, 1, CauseKind::Premature));
-        c.status(13, 1, 5, 502); // the latest 502 cause of worker 1
-        c.status(14, 1, 6, 502);
-        c.status(15, 2, 7, 504);
-        c.status(16, 2, 8, 504); // nothing left: unexplained
-        c.status(17, 2, 9, 500);
+        c.status(13, 1, 5, 502, StatusSource::KernelWritev); // the latest 502 cause of worker 1
+        c.status(14, 1, 6, 502, StatusSource::KernelWritev);
+        c.status(15, 2, 7, 504, StatusSource::KernelWritev);
+        c.status(16, 2, 8, 504, StatusSource::KernelWritev); // nothing left: unexplained
+        c.status(17, 2, 9, 500, StatusSource::KernelWritev);
         let kinds: Vec<_> = c.statuses.iter().map(|s| s.cause.as_ref().map(|c| c.kind)).collect();
         assert_eq!(kinds, vec![Some(CauseKind::Premature), Some(CauseKind::ConnectError(11)), Some(CauseKind::ProxyAbort), None]);
         assert_eq!(c.other_5xx[&500], 1);
@@ -121,7 +124,7 @@ mod tests {
         let mut c = Correlator::default();
         c.cause(cause(0, 1, CauseKind::KeepaliveRace));
         c.cause(cause(3_000_000_000, 1, CauseKind::ConnectError(11)));
-        c.status(3_000_000_100, 1, 5, 502);
+        c.status(3_000_000_100, 1, 5, 502, StatusSource::KernelWritev);
         assert!(c.take_settled(3_000_000_100).is_empty(), "its cut request may still be explained");
         let settled = c.take_settled(4_100_000_000);
         assert_eq!(settled.len(), 1, "settled a second later");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::diagnosis::join::Status;
+use crate::diagnosis::join::{Status, StatusSource};
 use crate::diagnosis::near_miss::{self, NearMiss};
 use crate::diagnosis::series::{self, Series};
 use crate::diagnosis::verdict::{self, Verdict, VerdictKind};
@@ -26,6 +26,14 @@ pub struct Report {
     pub kind: &'static str,
     /// 502/504 seen in the kernel (status lines nginx wrote).
     pub total_5xx: u64,
+    /// Those 502/504 by where they were read: `kernel_writev` (plaintext HTTP/1.x),
+    /// `tls_uprobe_http1` / `tls_uprobe_http2` (the TLS library's write). Absent when none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub status_sources: BTreeMap<StatusSource, u64>,
+    /// Status sources whose kernel program did not attach (`program: why`): 5xx sent that way
+    /// are only in nginx's logs (`error_log`). Absent when every one attached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub status_sources_missing: Vec<String>,
     pub explained: u64,
     pub verdicts: Vec<Verdict>,
     pub unexplained: Vec<Unexplained>,
@@ -75,6 +83,9 @@ pub struct TimelineItem {
     pub target: Option<String>,
     pub verdict: Option<VerdictKind>,
 }
+
+/// The kernel programs that read the status nginx answers (`tracer_common::probes`).
+const STATUS_PROGRAMS: &[&str] = &["status_line", "tls_status"];
 
 /// Build the report from a finished session; `error_lines` are nginx's error-log lines since start.
 /// With `what_if` changes (and the session's history kept), each overflowing listener's queue
@@ -137,9 +148,23 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String], what_if: &[
         .collect();
     let what_if = what_if::find(view, &verdicts, what_if);
     let series = series::build(view, &timeline);
+    let mut status_sources = BTreeMap::new();
+    for st in statuses {
+        *status_sources.entry(st.source).or_insert(0) += 1;
+    }
+    let mut status_sources_missing: Vec<String> = Vec::new();
+    for p in view.probes.iter().filter(|p| STATUS_PROGRAMS.contains(&p.program.as_str())) {
+        let attached = view.probes.iter().any(|q| q.program == p.program && q.attached);
+        let line = format!("{}: {}", p.program, p.error.as_deref().unwrap_or("not attached"));
+        if !attached && !status_sources_missing.contains(&line) {
+            status_sources_missing.push(line);
+        }
+    }
     Report {
         kind: "report",
         total_5xx: statuses.len() as u64,
+        status_sources,
+        status_sources_missing,
         explained: statuses.iter().filter(|st| st.cause.is_some()).count() as u64,
         verdicts,
         unexplained,

@@ -5,6 +5,7 @@
 use std::mem::size_of;
 
 use tracer_common::request::{CloseClass, CloseHow};
+use tracer_common::status::StatusSource;
 use tracer_common::tcp::ConnectOutcome;
 use tracer_common::{
     AcceptEvent, ConnCloseEvent, ConnectEvent, EventHeader, ExitEvent, ForkEvent, Kind, ListenEvent, ListenOverflowEvent, RequestEvent, SignalEvent,
@@ -42,7 +43,7 @@ pub enum Event {
     Signal(SignalEvent),
     Exit(ExitEvent),
     Fork(ForkEvent),
-    Status(StatusEvent),
+    Status(StatusLine),
 }
 
 /// The header of a raw record (its kind, process and time), without decoding the rest.
@@ -73,8 +74,25 @@ impl Event {
             Kind::Signal => Event::Signal(read(bytes, "signal event")?),
             Kind::Exit => Event::Exit(read(bytes, "exit event")?),
             Kind::Fork => Event::Fork(read(bytes, "fork event")?),
-            Kind::Status => Event::Status(read(bytes, "status event")?),
+            Kind::Status => Event::Status(StatusLine::from_event(&read(bytes, "status event")?)?),
         })
+    }
+}
+
+/// A 5xx nginx answered, with where it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusLine {
+    pub hdr: EventHeader,
+    /// The client socket, or -1 (read from the TLS library's write: no fd).
+    pub fd: i32,
+    pub status: u16,
+    pub source: StatusSource,
+}
+
+impl StatusLine {
+    pub fn from_event(e: &StatusEvent) -> Result<StatusLine, DecodeError> {
+        let source = code("status source", u32::from(e.source), StatusSource::from_u32)?;
+        Ok(StatusLine { hdr: e.hdr, fd: e.fd, status: e.status, source })
     }
 }
 

@@ -228,7 +228,12 @@ pub fn load(filter: &Filter, probes: &[&ProbeSpec], ringbuf_bytes: u32, map_entr
     // programs named here are not attached, and the stats say so.
     let skip = std::env::var("TRACER_SKIP_PROGRAMS").unwrap_or_default();
     let skipped = |name: &str| skip.split(',').any(|s| s.trim() == name);
+    let tls_targets = if probes.iter().any(|p| p.kind == HookKind::Uprobe) { crate::kernel::tls::find(filter) } else { Vec::new() };
     for p in probes {
+        if p.kind == HookKind::Uprobe {
+            statuses.extend(attach_uprobes(&mut ebpf, p, &tls_targets, &mut loaded, skipped(p.program)));
+            continue;
+        }
         let tracepoint = format!("{}:{}", p.category, p.name);
         let result = if skipped(p.program) {
             Err(anyhow::anyhow!("skipped (TRACER_SKIP_PROGRAMS)"))
@@ -287,6 +292,55 @@ pub fn kernel_layout() -> KernelLayout {
         );
         KernelLayout::UNKNOWN
     })
+}
+
+/// Attach a uprobe program to the symbol `p.name` of every TLS library found (`kernel::tls`), in
+/// every process (the program's filter keeps the traced ones: workers forked later are covered);
+/// with none found, to the system's libssl. A library or symbol missing is a warning naming what
+/// is lost, never a failure.
+fn attach_uprobes(
+    ebpf: &mut Ebpf,
+    p: &ProbeSpec,
+    targets: &[crate::kernel::tls::TlsTarget],
+    loaded: &mut std::collections::HashSet<&'static str>,
+    skipped: bool,
+) -> Vec<ProbeStatus> {
+    let status = |tracepoint: String, result: anyhow::Result<()>| {
+        if let Err(e) = &result {
+            log::warn!("uprobe {tracepoint} unavailable ({e:#}): running without {}", p.feature);
+        }
+        ProbeStatus { program: p.program.to_string(), tracepoint, attached: result.is_ok(), error: result.err().map(|e| format!("{e:#}")) }
+    };
+    if skipped {
+        return vec![status(format!("{}:{}", p.category, p.name), Err(anyhow::anyhow!("skipped (TRACER_SKIP_PROGRAMS)")))];
+    }
+    // No traced process maps one at start (nginx not running yet, or filtered by a name nothing
+    // has): the system's, found in ld.so.cache, which an nginx started later most likely maps.
+    let system = [crate::kernel::tls::TlsTarget { path: p.category.into(), pid: 0 }];
+    let targets = if targets.is_empty() { &system[..] } else { targets };
+    let mut out = Vec::new();
+    for t in targets {
+        let where_ = if t.pid == 0 {
+            " (no traced process mapped a TLS library at start: the system's from ld.so.cache)".to_string()
+        } else if crate::kernel::tls::is_library(&t.path) {
+            format!(", mapped by pid {}", t.pid)
+        } else {
+            format!(" (pid {} maps no libssl: its executable, a static build?)", t.pid)
+        };
+        let result = (|| -> anyhow::Result<()> {
+            let prog = ebpf.program_mut(p.program).with_context(|| format!("program {} missing from the object", p.program))?;
+            let Program::UProbe(prog) = prog else { bail!("program {} is not a uprobe program in the object", p.program) };
+            if !loaded.contains(p.program) {
+                prog.load().with_context(|| format!("verifier rejected {}", p.program))?;
+                loaded.insert(p.program);
+            }
+            prog.attach(p.name, &t.path, aya::programs::uprobe::UProbeScope::AllProcesses)
+                .with_context(|| format!("{} in {}{where_}", p.name, t.path.display()))?;
+            Ok(())
+        })();
+        out.push(status(format!("{}:{}", t.path.display(), p.name), result));
+    }
+    out
 }
 
 /// Attach a tracepoint program to `category:name`, or a raw-tracepoint program to `name`, as the

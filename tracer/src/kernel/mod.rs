@@ -6,3 +6,4 @@ pub mod events;
 pub mod load;
 pub mod sockaddr;
 pub mod source;
+pub mod tls;

@@ -17,6 +17,13 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
         r.events,
         r.lost
     )?;
+    if !r.status_sources.is_empty() {
+        let s: Vec<String> = r.status_sources.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(out, "read from: {}", s.join(", "))?;
+    }
+    for m in &r.status_sources_missing {
+        writeln!(out, "not seen in the kernel ({m}): such 5xx are only in nginx's error log below")?;
+    }
     if !r.upstreams.is_empty() {
         writeln!(
             out,
