@@ -29,7 +29,8 @@ crate::codes! {
         NothingListening = "nothing_listening",
         /// Any other connect() error.
         ConnectError = "connect_error",
-        /// TCP connects abandoned while the local listener's accept queue overflowed.
+        /// TCP connects abandoned, or reset right after the handshake (tcp_abort_on_overflow),
+        /// while the local listener's accept queue overflowed.
         TcpAcceptQueueFull = "tcp_accept_queue_full",
         /// TCP connects abandoned with no overflow seen.
         ConnectTimeout = "connect_timeout",
@@ -83,7 +84,10 @@ pub fn classify(v: &View, c: &Cause) -> VerdictKind {
         CauseKind::ConnectError(e) if e == libc::ECONNREFUSED => VerdictKind::NothingListening,
         CauseKind::ConnectError(_) => VerdictKind::ConnectError,
         CauseKind::TcpRefused => VerdictKind::NothingListening,
-        CauseKind::ConnectTimeout if listener_of(v, c).is_some_and(|l| l.overflowing()) => VerdictKind::TcpAcceptQueueFull,
+        CauseKind::ConnectTimeout | CauseKind::ConnectReset if listener_of(v, c).is_some_and(|l| l.overflowing()) => VerdictKind::TcpAcceptQueueFull,
+        // Reset right after the handshake with no overflow seen here: a remote listener (run the
+        // tracer there) or something else resetting.
+        CauseKind::ConnectReset => VerdictKind::ConnectError,
         CauseKind::ConnectTimeout => VerdictKind::ConnectTimeout,
         CauseKind::Premature | CauseKind::KeepaliveRace => match (c.kind, cut_for(v, c).and_then(|cut| cut.worker.as_ref()).map(|d| d.cause)) {
             (_, Some(DeathCause::Exited)) => VerdictKind::WorkerRecycled,
@@ -207,6 +211,13 @@ impl Group<'_> {
             }
             VerdictKind::ConnectError => {
                 let first = self.causes.iter().find_map(|c| if let CauseKind::ConnectError(e) = c.kind { Some(e) } else { None });
+                if first.is_none() && self.causes.iter().any(|c| c.kind == CauseKind::ConnectReset) {
+                    return (
+                        format!("{head}: the upstream reset the connection right after the TCP handshake, before nginx sent the request (ECONNRESET); no overflow of a listener on this host was seen."),
+                        evidence,
+                        format!("A listener with net.ipv4.tcp_abort_on_overflow = 1 does this when its accept queue is full: run the tracer on the host (or in the network namespace) of {target}, raise its backlog, or check what else resets connections there."),
+                    );
+                }
                 let fix = match first {
                     Some(e) if e == libc::EADDRNOTAVAIL => {
                         "No free local ports: use upstream keepalive so connections are reused, or widen net.ipv4.ip_local_port_range.".to_string()
@@ -229,15 +240,32 @@ impl Group<'_> {
                 let q = l.and_then(|l| l.view.as_ref());
                 let ct = self.nginx.proxy_connect_timeout_s.unwrap_or(60.0);
                 evidence.push(format!("{syn} SYNs and {ack} final ACKs dropped at the listener while tracing"));
+                let resets = self.causes.iter().filter(|c| c.kind == CauseKind::ConnectReset).count();
+                let timeouts = self.causes.len() - resets;
+                let abort = match l.and_then(|l| l.abort_on_overflow) {
+                    Some(true) => "net.ipv4.tcp_abort_on_overflow = 1 in its network namespace",
+                    Some(false) => "although net.ipv4.tcp_abort_on_overflow read 0 in its network namespace",
+                    None => "net.ipv4.tcp_abort_on_overflow could not be read for its network namespace",
+                };
+                let what = match (resets, timeouts) {
+                    (0, _) => format!("connects abandoned after proxy_connect_timeout ({ct} s)"),
+                    (_, 0) => format!("connections the listener reset right after the handshake (its answer to a final ACK it had no room for: {abort}; nginx: \"connect() failed (104: Connection reset by peer)\")"),
+                    _ => format!("{resets} connections the listener reset right after the handshake ({abort}) and {timeouts} connects abandoned after proxy_connect_timeout ({ct} s)"),
+                };
                 (
                     format!(
-                        "{head} were connects abandoned after proxy_connect_timeout ({ct} s) while its accept queue was full: {syn} SYN + {ack} ACK drops, queue max {} ({}).",
+                        "{head} were {what} while its accept queue was full: {syn} SYN + {ack} ACK drops, queue max {} ({}).",
                         q.map_or(0, |v| v.listener.queue_max),
                         q.map(owner_text).unwrap_or_else(|| "owner unknown".into())
                     ),
                     format!(
-                        "Raise the listener's backlog{} (and net.core.somaxconn if lower) or add workers. A dropped SYN is retried only after 1 s, so a proxy_connect_timeout at or below that turns every drop into a 504.",
-                        self.setting(Knob::Backlog).map_or(String::new(), |b| format!(", {b},"))
+                        "Raise the listener's backlog{} (and net.core.somaxconn if lower) or add workers. {}",
+                        self.setting(Knob::Backlog).map_or(String::new(), |b| format!(", {b},")),
+                        if resets > 0 {
+                            "With tcp_abort_on_overflow = 1 every final ACK the full queue cannot take becomes a 502; with 0 (the default) the ACK is dropped and retried, so a short overflow only delays connects."
+                        } else {
+                            "A dropped SYN is retried only after 1 s, so a proxy_connect_timeout at or below that turns every drop into a 504."
+                        }
                     ),
                 )
             }

@@ -60,6 +60,7 @@ crate::codes! {
         ConnectEagain = "connect_eagain",
         ConnectEnoent = "connect_enoent",
         ConnectRefused = "connect_refused",
+        ConnectReset = "connect_reset",
         ConnectTimeout = "connect_timeout",
         PrematureClose = "premature_close",
         ReadTimeout = "read_timeout",
@@ -84,6 +85,8 @@ impl ErrorKind {
             ErrorKind::ConnectEacces
         } else if line.contains("(111: Connection refused)") {
             ErrorKind::ConnectRefused
+        } else if line.contains("(104: Connection reset by peer)") && connecting {
+            ErrorKind::ConnectReset
         } else if line.contains("upstream timed out") && connecting {
             ErrorKind::ConnectTimeout
         } else if line.contains("upstream timed out") {
