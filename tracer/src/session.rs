@@ -196,6 +196,7 @@ impl Session {
     }
 
     fn on_connect(&mut self, c: Connect) -> io::Result<()> {
+        self.join.connecting(c.pid);
         self.state.connects.on_connect(&c, &mut self.host);
         if c.failed() {
             // Only errors nginx reports itself as a failed connect (EINPROGRESS TCP refusals

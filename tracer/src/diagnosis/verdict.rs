@@ -44,6 +44,9 @@ crate::codes! {
         UpstreamClosed = "upstream_closed",
         /// nginx gave up on a request (proxy_read_timeout).
         ProxyTimeout = "proxy_timeout",
+        /// A 502 nginx answered without connecting: every server of the upstream group had been
+        /// marked down (max_fails within fail_timeout) by the failures named in the proof.
+        NoLiveUpstreams = "no_live_upstreams",
     }
 }
 
@@ -138,6 +141,7 @@ struct Group<'a> {
     nginx: &'a Discovery,
     target: &'a str,
     causes: Vec<&'a Cause>,
+    items: &'a [&'a Status],
     /// "3/5 502s on unix:/x" — the start of every proof.
     head: String,
 }
@@ -289,12 +293,56 @@ impl Group<'_> {
                     ),
                 )
             }
+            VerdictKind::NoLiveUpstreams => return self.explain_group(),
             VerdictKind::ProxyTimeout => (
                 format!("{head}: nginx gave up after {} (its proxy_read_timeout) while the upstream was still working.", human_us(self.median_age_us())),
                 "Raise proxy_read_timeout above the slowest legitimate response, or make the app answer faster (and keep the app server's own timeout below nginx's).".into(),
             ),
         };
         (proof, evidence, fix)
+    }
+
+    /// "no live upstreams": which failures put each server of the group out (those in each
+    /// server's fail_timeout before the first of these 502s), each with the verdict it gets.
+    fn explain_group(&self) -> (String, Vec<String>, String) {
+        let recent = &self.view.join.recent;
+        let first = self.items.iter().min_by_key(|st| st.ts_ns);
+        let down = first.and_then(|st| crate::diagnosis::groups::all_down(recent, &self.nginx.upstream_groups, st.pid, st.ts_ns));
+        let Some(d) = down else {
+            return (format!("{}: every server of the upstream group had been marked down.", self.head), Vec::new(), String::new());
+        };
+        let mut marked = Vec::new();
+        let mut kinds = Vec::new();
+        for ((server, by), s) in d.servers.iter().zip(&d.group.servers) {
+            if s.down {
+                marked.push(format!("{server}: marked down in the config"));
+                continue;
+            }
+            let list: Vec<String> = by
+                .iter()
+                .map(|(k, n)| {
+                    let c = recent.iter().find(|c| c.kind == *k && c.target.as_ref().is_some_and(|t| t.to_string() == *server));
+                    let v = c.map_or("?", |c| classify(self.view, c).as_str());
+                    kinds.push(format!("{v} on {server}"));
+                    format!("{n} × {} ({v})", k.name())
+                })
+                .collect();
+            marked.push(format!("{server}: {} in the {} s before (max_fails={})", list.join(" + "), s.fail_timeout_s, s.max_fails));
+        }
+        let name = &d.group.name;
+        let timeout = d.group.servers.iter().map(|s| s.fail_timeout_s).fold(0.0, f64::max);
+        (
+            format!(
+                "{}: nginx answered without connecting (\"no live upstreams\"): every server of upstream {name} had been marked down — {}.",
+                self.head,
+                marked.join("; ")
+            ),
+            marked,
+            format!(
+                "Fix what failed on each server ({}); while it lasts, nginx answers every request to upstream {name} with 502 for fail_timeout ({timeout} s) after max_fails failures of each server. Add servers or capacity, or tune max_fails/fail_timeout so that one burst does not take the whole group out.",
+                kinds.join(", ")
+            ),
+        )
     }
 
     /// Requests the upstream cut short: who died, and how.
@@ -372,6 +420,7 @@ pub fn build(view: &View, nginx: &Discovery, kind: VerdictKind, target: &str, it
         nginx,
         target,
         causes: items.iter().filter_map(|st| st.cause.as_ref()).collect(),
+        items,
         head: format!("{count}/{target_total} {status_text} on {target}"),
     };
     let (proof, evidence, fix) = group.explain(kind);

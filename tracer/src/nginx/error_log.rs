@@ -62,6 +62,7 @@ crate::codes! {
         ConnectRefused = "connect_refused",
         ConnectReset = "connect_reset",
         ConnectTimeout = "connect_timeout",
+        NoLiveUpstreams = "no_live_upstreams",
         PrematureClose = "premature_close",
         ReadTimeout = "read_timeout",
         ResetByPeer = "reset_by_peer",
@@ -91,6 +92,8 @@ impl ErrorKind {
             ErrorKind::ConnectTimeout
         } else if line.contains("upstream timed out") {
             ErrorKind::ReadTimeout
+        } else if line.contains("no live upstreams") {
+            ErrorKind::NoLiveUpstreams
         } else if line.contains("upstream prematurely closed connection") {
             ErrorKind::PrematureClose
         } else if line.contains("(104: Connection reset by peer)") {
