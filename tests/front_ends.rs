@@ -121,3 +121,86 @@ fn abort_on_overflow_resets_are_the_listeners_full_accept_queue() {
     }
     assert_eq!(host_sysctl("net.ipv4.tcp_abort_on_overflow"), host_before, "the host's sysctl is untouched");
 }
+
+/// One access-log line: (status, $upstream_addr, $upstream_status).
+fn access_lines(nginx: &Nginx) -> Vec<(u16, String, String)> {
+    std::fs::read_to_string(&nginx.access_log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('"').collect();
+            Some((f.first()?.split(' ').next()?.parse().ok()?, f.get(1)?.to_string(), f.get(3)?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn no_live_upstreams_502s_are_traced_to_the_failures_that_marked_the_group_down() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = Scratch::new("upstream-group");
+    let sock = |n: &str| scratch.path(n).display().to_string();
+    let (a, b) = (sock("a.sock"), sock("b.sock"));
+    let ga = Gunicorn::start(&GunicornOpts { bind: format!("unix:{a}"), backlog: 4, app_sleep: 0.5, ..Default::default() }).expect("gunicorn a");
+    // b holds more: a's first overflow is retried there into a 200 ("502, 200"), then b overflows too.
+    let gb = Gunicorn::start(&GunicornOpts { bind: format!("unix:{b}"), backlog: 16, app_sleep: 0.5, ..Default::default() }).expect("gunicorn b");
+    let http_extra = format!("upstream grp {{ server unix:{a} max_fails=1 fail_timeout=10s; server unix:{b} max_fails=1 fail_timeout=10s; }}");
+    let nginx = Nginx::start(&scratch, &NginxOpts { upstream: "grp", http_extra: &http_extra, ..Default::default() }).expect("nginx starts");
+    let pid = nginx.master_pid().to_string();
+    let tracer = Tracer::start(TRACER, &["diagnose", "--json", "--pid", &pid]).expect("diagnose attaches");
+    let got = burst(nginx.port, 60);
+    let report = report_of(tracer.stop().expect("tracer stops"));
+    print_report(&report);
+    drop((ga, gb));
+
+    // The scenario first: nginx marked both servers down and answered 502s without connecting.
+    let lines = access_lines(&nginx);
+    let no_live_lines = nginx.error_lines("no live upstreams while connecting to upstream");
+    let e502 = nginx.count_status(502);
+    let no_live_502 = lines.iter().filter(|(s, addr, _)| *s == 502 && addr == "grp").count() as u64;
+    let connect_502 = lines.iter().filter(|(s, addr, _)| *s == 502 && addr != "grp").count() as u64;
+    for l in lines.iter().filter(|(_, addr, _)| addr.contains(", ")) {
+        eprintln!("retried: {l:?}");
+    }
+    // Failed attempts nginx retried by connecting to the other server: an $upstream_addr entry
+    // followed by a real server (a failed connect whose retry found no server left is followed by
+    // the group's name: that failure is the 502's own cause).
+    let retried = lines
+        .iter()
+        .map(|(_, addr, _)| {
+            let addrs: Vec<&str> = addr.split(", ").collect();
+            addrs.windows(2).filter(|w| w[1] != "grp").count() as u64
+        })
+        .sum::<u64>();
+    let retried_ok = lines.iter().filter(|(s, _, us)| *s == 200 && us.contains("502, 200")).count();
+    eprintln!(
+        "clients {got:?}; access {:?}; 502s: {no_live_502} no live upstreams + {connect_502} after connects; error log: {no_live_lines} no-live lines, {} EAGAIN lines; {retried} attempts retried ({retried_ok} into a 200)",
+        nginx.statuses(),
+        nginx.error_lines("(11: Resource temporarily unavailable)")
+    );
+    assert!(no_live_lines > 0 && no_live_502 > 0, "the burst must take the whole group out");
+    assert!(retried_ok > 0, "some failure must be retried into a 200");
+    // nginx logs the line for each 502 it answers without connecting, and also when a failed
+    // connect found no server left to retry (that 502 is the failed connect's).
+    assert!(no_live_lines >= no_live_502 && no_live_lines <= e502, "{no_live_lines} no-live lines for {no_live_502} 502s without a connect");
+    assert_eq!(no_live_502 + connect_502, e502);
+
+    // Then the tracer: every 502 explained, the group named, exact counts.
+    assert_eq!(report["total_5xx"], e502);
+    assert_eq!(report["explained"], e502, "unexplained: {}", report["unexplained"]);
+    let verdicts = report["verdicts"].as_array().unwrap();
+    let count = |kind: &str, target: &str| {
+        verdicts.iter().filter(|v| v["kind"] == kind && v["target"] == target).map(|v| v["count"].as_u64().unwrap()).sum::<u64>()
+    };
+    assert_eq!(count("no_live_upstreams", "upstream grp"), no_live_502);
+    let queue = count("listen_queue_full", &format!("unix:{a}")) + count("listen_queue_full", &format!("unix:{b}"));
+    assert_eq!(queue, connect_502, "the 502s after a failed connect are the queues");
+    let v = verdicts.iter().find(|v| v["kind"] == "no_live_upstreams").unwrap();
+    let proof = v["proof"].as_str().unwrap();
+    for s in [&a, &b] {
+        assert!(proof.contains(&format!("unix:{s}: ")) && proof.contains("connect_eagain (listen_queue_full)"), "{proof}");
+    }
+    // Retried failures are absorbed, never client 502s.
+    assert_eq!(report["absorbed"]["connect_eagain"].as_u64().unwrap_or(0), retried, "absorbed == attempts nginx retried");
+    assert_eq!(report["error_log"]["no_live_upstreams"], no_live_lines);
+}

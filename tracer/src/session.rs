@@ -463,6 +463,29 @@ mod tests {
     }
 
     #[test]
+    fn a_retried_connect_failure_is_absorbed_and_a_later_502_without_connect_is_the_group_down() {
+        use crate::nginx::config::{UpstreamGroup, UpstreamServer};
+        // nginx: connect() EAGAIN, retried at once on the next server (which worked: 200), then
+        // a 502 written without any connect() (every server out: "no live upstreams").
+        let mut run = Run::new();
+        run.connect(NGINX, 1_000, -(libc::EAGAIN as i64)).connect(NGINX, 2_000, 0).status(NGINX, 500_000_000, 502);
+        run.0.finish(Default::default).unwrap();
+        let server = UpstreamServer { addr: "unix:/run/app.sock".into(), max_fails: 1, fail_timeout_s: 10.0, backup: false, down: false };
+        let groups = vec![UpstreamGroup { name: "app".into(), servers: vec![server], shared: false }];
+        let d = crate::nginx::Discovery { upstream_groups: groups, ..Default::default() };
+        let r = report::build(&run.0.view(), &d, &[]);
+        assert_eq!(r.absorbed.get("connect_eagain"), Some(&1), "the retried failure is absorbed, not the 502's cause");
+        assert_eq!((r.total_5xx, r.explained), (1, 1));
+        assert_eq!(kinds(&r), vec![(VerdictKind::NoLiveUpstreams, 1)]);
+        let v = &r.verdicts[0];
+        assert_eq!(v.target, "upstream app");
+        assert!(v.proof.contains("unix:/run/app.sock: 1 × connect_eagain (listen_queue_full)"), "{}", v.proof);
+        // Without the group in nginx's config, the same 502 stays unexplained.
+        let r = report::build(&run.0.view(), &crate::nginx::Discovery::default(), &[]);
+        assert_eq!((r.explained, r.unexplained.len()), (0, 1));
+    }
+
+    #[test]
     fn connects_delayed_by_syn_drops_are_near_misses_and_the_abandoned_ones_504s() {
         let r = Run::new()
             .tcp_connect(NGINX, 2_000_000_000, ConnectOutcome::Established, 0, 50_000)
