@@ -197,6 +197,19 @@ impl Conn {
         self.state = ConnState::Closed;
     }
 
+    /// The connection received a RST (`tcp:tcp_receive_reset`, softirq context). Only a TCP
+    /// connection that never carried a request is ended here: nginx learns of that reset from
+    /// getsockopt(SO_ERROR), not from a send or receive, so nothing else would show it. A RST on
+    /// a connection in use is seen by the proxy's next send/recv (the other transitions).
+    #[inline(always)]
+    pub fn on_reset(&mut self, sk: u64, now_ns: u64, out: &mut impl Sink) {
+        if self.state == ConnState::Idle && self.seq == 0 && self.family != AF_UNIX {
+            let waited = now_ns.saturating_sub(self.start_ns);
+            out.close(&self.close_record(sk, now_ns, CloseClass::ResetUnused, CloseHow::Reset, 0, waited));
+            self.state = ConnState::Closed;
+        }
+    }
+
     /// The upstream closed the connection (EOF, RST, or a send failed). The state stays CLOSED
     /// until the proxy's close() (or the socket's destruction, or LRU eviction) removes it.
     #[inline(always)]

@@ -168,7 +168,7 @@ pub const ALL: &[ProbeSpec] = &[
         required: false,
         since: "4.15",
         since_verified: false,
-        feature: "refused (RST) TCP connects",
+        feature: "refused (RST) TCP connects; connections reset right after the handshake (tcp_abort_on_overflow)",
         fields: &[tcp_receive_reset::SKADDR],
         group: Tcp,
     },

@@ -80,6 +80,11 @@ codes! {
         /// connect succeed and logs "timed out … while connecting". (Or when its client left
         /// meanwhile: then no 504 follows.) Either way the connect was given up, not used.
         Unused = 5 => "unused",
+        /// The upstream reset an ESTABLISHED TCP connection the proxy had not sent a byte on yet
+        /// (a RST right after the handshake). A listener with `net.ipv4.tcp_abort_on_overflow =
+        /// 1` answers a final ACK it has no room for in its accept queue this way; nginx logs
+        /// "connect() failed (104: Connection reset by peer) while connecting to upstream".
+        ResetUnused = 6 => "reset_unused",
     }
 }
 
@@ -106,6 +111,7 @@ pub mod close {
     pub const KEEPALIVE_RACE: u32 = CloseClass::KeepaliveRace as u32;
     pub const PROXY_ABORT: u32 = CloseClass::ProxyAbort as u32;
     pub const UNUSED: u32 = CloseClass::Unused as u32;
+    pub const RESET_UNUSED: u32 = CloseClass::ResetUnused as u32;
 }
 
 /// [`CloseHow`] values as plain integers (see [`close`]).
@@ -201,7 +207,7 @@ mod tests {
     fn request_codes_keep_their_values_and_names() {
         assert_table::<ConnState>(&[(0, "idle"), (1, "request_sent"), (2, "responding"), (3, "closed")]);
         assert_table::<RequestEnd>(&[(1, "next_request"), (2, "peer_close"), (3, "local_close")]);
-        assert_table::<CloseClass>(&[(1, "premature"), (2, "idle"), (3, "keepalive_race"), (4, "proxy_abort"), (5, "unused")]);
+        assert_table::<CloseClass>(&[(1, "premature"), (2, "idle"), (3, "keepalive_race"), (4, "proxy_abort"), (5, "unused"), (6, "reset_unused")]);
         assert_table::<CloseHow>(&[(1, "eof"), (2, "reset"), (3, "send_failed"), (4, "local")]);
         assert_eq!((close::PREMATURE, close::IDLE, close::KEEPALIVE_RACE, close::PROXY_ABORT, close::UNUSED), (1, 2, 3, 4, 5));
         assert_eq!((how::EOF, how::RESET, how::SEND_FAILED, how::LOCAL), (1, 2, 3, 4));

@@ -72,6 +72,17 @@ pub fn on_recv(sk: u64, ret: i32, flags: i32) {
     unsafe { &mut *c }.on_recv(sk, now_ns(), ret, flags, &mut RingBuffer);
 }
 
+/// Socket `sk` received a RST (softirq context: the map lookup by socket decides).
+#[inline(always)]
+pub fn on_reset(sk: u64) {
+    let Some(c) = CONNS.get_ptr_mut(&sk) else { return };
+    // In SYN_SENT it is a refused connect (`tcp_state` reports that one).
+    if tcp_state(sk) != TCP_ESTABLISHED {
+        return;
+    }
+    unsafe { &mut *c }.on_reset(sk, now_ns(), &mut RingBuffer);
+}
+
 /// The traced task `pid_tgid` close()s `fd`: if it is a followed connection, end it and forget it.
 #[inline(always)]
 pub fn on_close(pid_tgid: u64, fd: i32) {

@@ -177,6 +177,14 @@ impl Session {
                     self.join.cause(cause);
                 }
             }
+            Event::ConnClose(e) if e.class == CloseClass::ResetUnused => {
+                // Reset right after the handshake: the listener's answer to a final ACK it had no
+                // room for, when tcp_abort_on_overflow is on.
+                if let Some(Target::Inet(remote)) = state.requests.target_of(e.hdr.pid, e.fd).cloned() {
+                    let cause = state.tcp.on_reset_unused(remote, e.hdr.ts_ns, e.hdr.pid, e.idle_ns, host);
+                    self.join.cause(cause);
+                }
+            }
             Event::ConnClose(e) => {
                 let cause = state.requests.on_close(&e);
                 self.cause(cause);
@@ -200,6 +208,7 @@ impl Session {
     }
 
     fn on_connect(&mut self, c: Connect) -> io::Result<()> {
+        self.join.connecting(c.pid);
         self.state.connects.on_connect(&c, &mut self.host);
         if let Some(h) = self.state.history.as_mut() {
             h.arrival(&c.target, c.ts_ns);
@@ -417,6 +426,102 @@ mod tests {
             };
             self.feed(raw(&e))
         }
+    }
+
+    impl Run {
+        /// nginx worker `pid` connect()s `fd` to 10.250.0.2:8000 (non-blocking: EINPROGRESS).
+        fn connect_inet(&mut self, pid: u32, ts_ns: u64) -> &mut Run {
+            let mut addr = [0u8; SOCKADDR_MAX];
+            addr[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            addr[2..4].copy_from_slice(&8000u16.to_be_bytes());
+            addr[4..8].copy_from_slice(&[10, 250, 0, 2]);
+            let e =
+                ConnectEvent { hdr: hdr(kind::CONNECT, pid, ts_ns), duration_ns: 3_000, ret: -(libc::EINPROGRESS as i64), fd: FD, addrlen: 16, addr };
+            self.feed(raw(&e))
+        }
+
+        /// The kernel saw `fd`'s established connection reset before its first request.
+        fn reset_unused(&mut self, pid: u32, ts_ns: u64) -> &mut Run {
+            let e = ConnCloseEvent {
+                hdr: hdr(kind::CONN_CLOSE, pid, ts_ns),
+                sk: 0xffff_8880_0000_2000,
+                request_age_ns: 0,
+                idle_ns: 20_000,
+                class: CloseClass::ResetUnused as u32,
+                how: CloseHow::Reset as u32,
+                seq: 0,
+                bytes_recv: 0,
+                fd: FD,
+                family: libc::AF_INET as u16,
+                _pad: 0,
+            };
+            self.feed(raw(&e))
+        }
+
+        /// A final ACK dropped at the full accept queue of the listener on port 8000.
+        fn ack_drop(&mut self, ts_ns: u64) -> &mut Run {
+            let e = tracer_common::ListenOverflowEvent {
+                hdr: hdr(kind::LISTEN_OVERFLOW, 0, ts_ns),
+                skaddr: 2,
+                family: libc::AF_INET as u16,
+                port: 8000,
+                addr4: [0; 4],
+                reason: 40,
+                _pad: 0,
+            };
+            self.feed(raw(&e))
+        }
+    }
+
+    #[test]
+    fn a_reset_right_after_the_handshake_at_an_overflowing_listener_is_its_full_accept_queue() {
+        let r = Run::new()
+            .connect_inet(NGINX, 1_000)
+            .tcp_connect(NGINX, 20_000, ConnectOutcome::Established, 0, 19_000)
+            .ack_drop(21_000)
+            .reset_unused(NGINX, 22_000)
+            .status(NGINX, 40_000, 502)
+            .report();
+        assert_eq!((r.total_5xx, r.explained), (1, 1));
+        assert_eq!(kinds(&r), vec![(VerdictKind::TcpAcceptQueueFull, 1)]);
+        let p = &r.verdicts[0].proof;
+        assert!(p.contains("reset right after the handshake") && p.contains("0 SYN + 1 ACK drops"), "{p}");
+        assert!(p.contains("tcp_abort_on_overflow could not be read"), "nothing answered the sysctl: said so, not guessed: {p}");
+        // No overflow seen at a listener here: a reset, not blamed on a queue.
+        let r = Run::new()
+            .connect_inet(NGINX, 1_000)
+            .tcp_connect(NGINX, 20_000, ConnectOutcome::Established, 0, 19_000)
+            .reset_unused(NGINX, 22_000)
+            .status(NGINX, 40_000, 502)
+            .report();
+        assert_eq!(kinds(&r), vec![(VerdictKind::ConnectError, 1)]);
+        assert!(r.verdicts[0].proof.contains("reset the connection right after the TCP handshake"), "{}", r.verdicts[0].proof);
+        // A reset no 502 followed (nginx tried another server) is absorbed under its own name.
+        let r = Run::new().connect_inet(NGINX, 1_000).reset_unused(NGINX, 22_000).report();
+        assert_eq!(r.absorbed.get("connect_reset"), Some(&1));
+    }
+
+    #[test]
+    fn a_retried_connect_failure_is_absorbed_and_a_later_502_without_connect_is_the_group_down() {
+        use crate::nginx::config::{UpstreamGroup, UpstreamServer};
+        // nginx: connect() EAGAIN, retried at once on the next server (which worked: 200), then
+        // a 502 written without any connect() (every server out: "no live upstreams").
+        let mut run = Run::new();
+        run.connect(NGINX, 1_000, -(libc::EAGAIN as i64)).connect(NGINX, 2_000, 0).status(NGINX, 500_000_000, 502);
+        run.0.finish(Default::default).unwrap();
+        let server = UpstreamServer { addr: "unix:/run/app.sock".into(), max_fails: 1, fail_timeout_s: 10.0, backup: false, down: false };
+        let groups = vec![UpstreamGroup { name: "app".into(), servers: vec![server], shared: false }];
+        let d = crate::nginx::Discovery { upstream_groups: groups, ..Default::default() };
+        let r = report::build(&run.0.view(), &d, &[]);
+        assert_eq!(r.absorbed.get("connect_eagain"), Some(&1), "the retried failure is absorbed, not the 502's cause");
+        assert_eq!((r.total_5xx, r.explained), (1, 1));
+        assert_eq!(kinds(&r), vec![(VerdictKind::NoLiveUpstreams, 1)]);
+        let v = &r.verdicts[0];
+        assert_eq!(v.target, "upstream app");
+        assert!(v.proof.contains("unix:/run/app.sock: 1 × connect_eagain (listen_queue_full)"), "{}", v.proof);
+        // Without the group in nginx's config, the same 502 stays unexplained.
+        let r = report::build(&run.0.view(), &crate::nginx::Discovery::default(), &[]);
+        assert_eq!((r.explained, r.unexplained.len()), (0, 1));
     }
 
     #[test]

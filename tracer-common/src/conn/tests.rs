@@ -326,3 +326,30 @@ fn sequence_numbers_count_requests_and_idle_time_is_measured_from_the_last_byte(
         c.recv(t + 2 * MS, 5, 0);
     }
 }
+
+#[test]
+fn a_reset_before_the_first_request_is_reset_unused_and_only_then() {
+    let at = T0 + 2 * MS;
+    let reset = |c: &mut Conn, now: u64| {
+        let mut e = Emit::default();
+        c.on_reset(SK, now, &mut e);
+        e
+    };
+    // tcp_abort_on_overflow: the listener resets the connection right after the handshake.
+    let mut c = tcp();
+    assert_eq!(
+        reset(&mut c, at),
+        Emit { request: None, close: Some(closed(at, CloseClass::ResetUnused, CloseHow::Reset, 0, 2 * MS, 0, 0, AF_INET)) }
+    );
+    assert_eq!(c.state, ConnState::Closed);
+    assert_eq!(c.local_close(at + MS, || unreachable!()), none(), "nginx's close() after it adds nothing");
+    // A connection in use: its send/recv report the reset, not this hook.
+    let mut c = tcp();
+    c.send(T0 + MS, 100);
+    assert_eq!(reset(&mut c, at), none());
+    let mut c = after_one_response();
+    assert_eq!(reset(&mut c, T0 + 8 * MS), none());
+    // A unix connection never gets a TCP reset.
+    let mut c = unix();
+    assert_eq!(reset(&mut c, at), none());
+}

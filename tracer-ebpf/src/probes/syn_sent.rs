@@ -1,6 +1,7 @@
 //! What happens to a connect in SYN_SENT: `tcp:tcp_retransmit_skb` (state SYN_SENT: a SYN
 //! retransmit, so the previous SYN got no answer — the client side of a full accept queue) and
-//! `tcp:tcp_receive_reset` (a RST in SYN_SENT: nothing listening, refused).
+//! `tcp:tcp_receive_reset` (a RST in SYN_SENT: nothing listening, refused; a RST on an
+//! established connection not used yet: `tcp_abort_on_overflow` at a full accept queue).
 //!
 //! Why: a SYN dropped at a full accept queue fires no event at the listener; the retransmit on
 //! the connect side is how the drop is seen and counted. A refused TCP connect does not fail
@@ -31,6 +32,10 @@ pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     preamble!();
-    note_reset(field(&ctx, tcp_receive_reset::SKADDR));
+    let sk = field(&ctx, tcp_receive_reset::SKADDR);
+    note_reset(sk);
+    // A followed connection reset before its first request: the listener's answer to a final
+    // ACK its full accept queue had no room for, with tcp_abort_on_overflow = 1.
+    crate::requests::on_reset(sk);
     0
 }

@@ -27,6 +27,9 @@ pub struct Status {
 const MAX_GAP_NS: u64 = 2_000_000_000;
 const MAX_PENDING: usize = 4096;
 const MAX_KEPT: usize = 200_000;
+/// Causes kept after their join, for the failures that marked an upstream group's servers down
+/// (nginx's fail_timeout is 10 s by default).
+const MAX_RECENT: usize = 50_000;
 
 #[derive(Default)]
 pub struct Correlator {
@@ -41,17 +44,41 @@ pub struct Correlator {
     /// Causes never followed by a status line: nginx retried elsewhere or silently (idempotent
     /// request on a failed keep-alive connection), so the client did not get an error.
     pub absorbed: BTreeMap<CauseKind, u64>,
+    /// Every cause, joined or not, most recent last (capped at MAX_RECENT): what an upstream
+    /// group's "no live upstreams" 502 is traced back to.
+    pub recent: VecDeque<Cause>,
     finished: bool,
 }
 
 impl Correlator {
     pub fn cause(&mut self, c: Cause) {
+        if self.recent.len() >= MAX_RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(c.clone());
         let q = self.pending.entry(c.pid).or_default();
         while q.front().is_some_and(|old| c.ts_ns.saturating_sub(old.ts_ns) > MAX_GAP_NS) || q.len() >= MAX_PENDING {
             let old = q.pop_front().expect("non-empty");
             *self.absorbed.entry(old.kind).or_default() += 1;
         }
         q.push_back(c);
+    }
+
+    /// Worker `pid` calls connect() again. nginx handles a connect() that fails at once (EAGAIN,
+    /// ENOENT, …) in the same call: it either writes the 502 or connects to the next server of
+    /// the group, before it does anything else. So a failed connect() still waiting for its
+    /// status line when the same worker connects again was retried (`proxy_next_upstream`): it
+    /// is absorbed now, and cannot be taken by a later, unrelated 502 of that worker.
+    pub fn connecting(&mut self, pid: u32) {
+        let Some(q) = self.pending.get_mut(&pid) else { return };
+        let absorbed = &mut self.absorbed;
+        q.retain(|c| match c.kind {
+            CauseKind::ConnectError(_) => {
+                *absorbed.entry(c.kind).or_default() += 1;
+                false
+            }
+            _ => true,
+        });
     }
 
     pub fn status(&mut self, ts_ns: u64, pid: u32, fd: i32, status: u16, source: StatusSource) {

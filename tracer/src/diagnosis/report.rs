@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::diagnosis::groups;
 use crate::diagnosis::join::{Status, StatusSource};
 use crate::diagnosis::near_miss::{self, NearMiss};
 use crate::diagnosis::series::{self, Series};
@@ -92,16 +93,24 @@ const STATUS_PROGRAMS: &[&str] = &["status_line", "tls_status"];
 /// model and its predictions are added.
 pub fn build(view: &View, nginx: &Discovery, error_lines: &[String], what_if: &[Change]) -> Report {
     let statuses = &view.join.statuses;
-    let target_of =
-        |st: &Status| st.cause.as_ref().and_then(|c| c.target.as_ref()).map(|t| t.to_string()).unwrap_or_else(|| "(unknown upstream)".into());
-    let kind_of = |st: &Status| st.cause.as_ref().map(|c| verdict::classify(view, c));
+    // Each status's verdict kind and target: its joined cause's, or, for a 502 with none, the
+    // upstream group whose every server was down ("no live upstreams").
+    let resolved: Vec<Option<(VerdictKind, String)>> = statuses
+        .iter()
+        .map(|st| match &st.cause {
+            Some(c) => Some((verdict::classify(view, c), c.target.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "(unknown upstream)".into()))),
+            None if st.status == 502 => groups::all_down(&view.join.recent, &nginx.upstream_groups, st.pid, st.ts_ns)
+                .map(|d| (VerdictKind::NoLiveUpstreams, format!("upstream {}", d.group.name))),
+            None => None,
+        })
+        .collect();
     let mut per_target_total: BTreeMap<String, u64> = BTreeMap::new();
     // Grouped in name order, so verdicts with equal counts keep a stable order.
     let mut groups: BTreeMap<(&'static str, String), (VerdictKind, Vec<&Status>)> = BTreeMap::new();
-    for st in statuses {
-        if let Some(kind) = kind_of(st) {
-            *per_target_total.entry(target_of(st)).or_default() += 1;
-            groups.entry((kind.as_str(), target_of(st))).or_insert((kind, Vec::new())).1.push(st);
+    for (st, r) in statuses.iter().zip(&resolved) {
+        if let Some((kind, target)) = r {
+            *per_target_total.entry(target.clone()).or_default() += 1;
+            groups.entry((kind.as_str(), target.clone())).or_insert((*kind, Vec::new())).1.push(st);
         }
     }
     let mut verdicts: Vec<Verdict> =
@@ -109,8 +118,9 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String], what_if: &[
     verdicts.sort_by(|a, b| b.count.cmp(&a.count).then(a.target.cmp(&b.target)));
     let unexplained: Vec<Unexplained> = statuses
         .iter()
-        .filter(|st| st.cause.is_none())
-        .map(|st| Unexplained { time: view.tb.unix_secs(st.ts_ns), pid: st.pid, status: st.status })
+        .zip(&resolved)
+        .filter(|(_, r)| r.is_none())
+        .map(|(st, _)| Unexplained { time: view.tb.unix_secs(st.ts_ns), pid: st.pid, status: st.status })
         .collect();
     let mut error_log = BTreeMap::new();
     for kind in error_lines.iter().filter_map(|l| ErrorKind::of_line(l)) {
@@ -118,11 +128,15 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String], what_if: &[
     }
     let timeline: Vec<TimelineItem> = statuses
         .iter()
-        .map(|st| TimelineItem {
+        .zip(&resolved)
+        .map(|(st, r)| TimelineItem {
             time: view.tb.unix_secs(st.ts_ns),
             status: st.status,
-            target: st.cause.as_ref().and_then(|c| c.target.as_ref()).map(|t| t.to_string()),
-            verdict: kind_of(st),
+            target: match &st.cause {
+                Some(c) => c.target.as_ref().map(|t| t.to_string()),
+                None => r.as_ref().map(|(_, t)| t.clone()),
+            },
+            verdict: r.as_ref().map(|(k, _)| *k),
         })
         .collect();
     let upstreams = view
@@ -165,7 +179,7 @@ pub fn build(view: &View, nginx: &Discovery, error_lines: &[String], what_if: &[
         total_5xx: statuses.len() as u64,
         status_sources,
         status_sources_missing,
-        explained: statuses.iter().filter(|st| st.cause.is_some()).count() as u64,
+        explained: resolved.iter().filter(|r| r.is_some()).count() as u64,
         verdicts,
         unexplained,
         near_misses: near_miss::find(view, nginx),

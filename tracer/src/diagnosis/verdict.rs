@@ -29,7 +29,8 @@ crate::codes! {
         NothingListening = "nothing_listening",
         /// Any other connect() error.
         ConnectError = "connect_error",
-        /// TCP connects abandoned while the local listener's accept queue overflowed.
+        /// TCP connects abandoned, or reset right after the handshake (tcp_abort_on_overflow),
+        /// while the local listener's accept queue overflowed.
         TcpAcceptQueueFull = "tcp_accept_queue_full",
         /// TCP connects abandoned with no overflow seen.
         ConnectTimeout = "connect_timeout",
@@ -43,6 +44,9 @@ crate::codes! {
         UpstreamClosed = "upstream_closed",
         /// nginx gave up on a request (proxy_read_timeout).
         ProxyTimeout = "proxy_timeout",
+        /// A 502 nginx answered without connecting: every server of the upstream group had been
+        /// marked down (max_fails within fail_timeout) by the failures named in the proof.
+        NoLiveUpstreams = "no_live_upstreams",
     }
 }
 
@@ -83,7 +87,10 @@ pub fn classify(v: &View, c: &Cause) -> VerdictKind {
         CauseKind::ConnectError(e) if e == libc::ECONNREFUSED => VerdictKind::NothingListening,
         CauseKind::ConnectError(_) => VerdictKind::ConnectError,
         CauseKind::TcpRefused => VerdictKind::NothingListening,
-        CauseKind::ConnectTimeout if listener_of(v, c).is_some_and(|l| l.overflowing()) => VerdictKind::TcpAcceptQueueFull,
+        CauseKind::ConnectTimeout | CauseKind::ConnectReset if listener_of(v, c).is_some_and(|l| l.overflowing()) => VerdictKind::TcpAcceptQueueFull,
+        // Reset right after the handshake with no overflow seen here: a remote listener (run the
+        // tracer there) or something else resetting.
+        CauseKind::ConnectReset => VerdictKind::ConnectError,
         CauseKind::ConnectTimeout => VerdictKind::ConnectTimeout,
         CauseKind::Premature | CauseKind::KeepaliveRace => match (c.kind, cut_for(v, c).and_then(|cut| cut.worker.as_ref()).map(|d| d.cause)) {
             (_, Some(DeathCause::Exited)) => VerdictKind::WorkerRecycled,
@@ -134,6 +141,7 @@ struct Group<'a> {
     nginx: &'a Discovery,
     target: &'a str,
     causes: Vec<&'a Cause>,
+    items: &'a [&'a Status],
     /// "3/5 502s on unix:/x" — the start of every proof.
     head: String,
 }
@@ -207,6 +215,13 @@ impl Group<'_> {
             }
             VerdictKind::ConnectError => {
                 let first = self.causes.iter().find_map(|c| if let CauseKind::ConnectError(e) = c.kind { Some(e) } else { None });
+                if first.is_none() && self.causes.iter().any(|c| c.kind == CauseKind::ConnectReset) {
+                    return (
+                        format!("{head}: the upstream reset the connection right after the TCP handshake, before nginx sent the request (ECONNRESET); no overflow of a listener on this host was seen."),
+                        evidence,
+                        format!("A listener with net.ipv4.tcp_abort_on_overflow = 1 does this when its accept queue is full: run the tracer on the host (or in the network namespace) of {target}, raise its backlog, or check what else resets connections there."),
+                    );
+                }
                 let fix = match first {
                     Some(e) if e == libc::EADDRNOTAVAIL => {
                         "No free local ports: use upstream keepalive so connections are reused, or widen net.ipv4.ip_local_port_range.".to_string()
@@ -229,15 +244,32 @@ impl Group<'_> {
                 let q = l.and_then(|l| l.view.as_ref());
                 let ct = self.nginx.proxy_connect_timeout_s.unwrap_or(60.0);
                 evidence.push(format!("{syn} SYNs and {ack} final ACKs dropped at the listener while tracing"));
+                let resets = self.causes.iter().filter(|c| c.kind == CauseKind::ConnectReset).count();
+                let timeouts = self.causes.len() - resets;
+                let abort = match l.and_then(|l| l.abort_on_overflow) {
+                    Some(true) => "net.ipv4.tcp_abort_on_overflow = 1 in its network namespace",
+                    Some(false) => "although net.ipv4.tcp_abort_on_overflow read 0 in its network namespace",
+                    None => "net.ipv4.tcp_abort_on_overflow could not be read for its network namespace",
+                };
+                let what = match (resets, timeouts) {
+                    (0, _) => format!("connects abandoned after proxy_connect_timeout ({ct} s)"),
+                    (_, 0) => format!("connections the listener reset right after the handshake (its answer to a final ACK it had no room for: {abort}; nginx: \"connect() failed (104: Connection reset by peer)\")"),
+                    _ => format!("{resets} connections the listener reset right after the handshake ({abort}) and {timeouts} connects abandoned after proxy_connect_timeout ({ct} s)"),
+                };
                 (
                     format!(
-                        "{head} were connects abandoned after proxy_connect_timeout ({ct} s) while its accept queue was full: {syn} SYN + {ack} ACK drops, queue max {} ({}).",
+                        "{head} were {what} while its accept queue was full: {syn} SYN + {ack} ACK drops, queue max {} ({}).",
                         q.map_or(0, |v| v.listener.queue_max),
                         q.map(owner_text).unwrap_or_else(|| "owner unknown".into())
                     ),
                     format!(
-                        "Raise the listener's backlog{} (and net.core.somaxconn if lower) or add workers. A dropped SYN is retried only after 1 s, so a proxy_connect_timeout at or below that turns every drop into a 504.",
-                        self.setting(Knob::Backlog).map_or(String::new(), |b| format!(", {b},"))
+                        "Raise the listener's backlog{} (and net.core.somaxconn if lower) or add workers. {}",
+                        self.setting(Knob::Backlog).map_or(String::new(), |b| format!(", {b},")),
+                        if resets > 0 {
+                            "With tcp_abort_on_overflow = 1 every final ACK the full queue cannot take becomes a 502; with 0 (the default) the ACK is dropped and retried, so a short overflow only delays connects."
+                        } else {
+                            "A dropped SYN is retried only after 1 s, so a proxy_connect_timeout at or below that turns every drop into a 504."
+                        }
                     ),
                 )
             }
@@ -261,12 +293,56 @@ impl Group<'_> {
                     ),
                 )
             }
+            VerdictKind::NoLiveUpstreams => return self.explain_group(),
             VerdictKind::ProxyTimeout => (
                 format!("{head}: nginx gave up after {} (its proxy_read_timeout) while the upstream was still working.", human_us(self.median_age_us())),
                 "Raise proxy_read_timeout above the slowest legitimate response, or make the app answer faster (and keep the app server's own timeout below nginx's).".into(),
             ),
         };
         (proof, evidence, fix)
+    }
+
+    /// "no live upstreams": which failures put each server of the group out (those in each
+    /// server's fail_timeout before the first of these 502s), each with the verdict it gets.
+    fn explain_group(&self) -> (String, Vec<String>, String) {
+        let recent = &self.view.join.recent;
+        let first = self.items.iter().min_by_key(|st| st.ts_ns);
+        let down = first.and_then(|st| crate::diagnosis::groups::all_down(recent, &self.nginx.upstream_groups, st.pid, st.ts_ns));
+        let Some(d) = down else {
+            return (format!("{}: every server of the upstream group had been marked down.", self.head), Vec::new(), String::new());
+        };
+        let mut marked = Vec::new();
+        let mut kinds = Vec::new();
+        for ((server, by), s) in d.servers.iter().zip(&d.group.servers) {
+            if s.down {
+                marked.push(format!("{server}: marked down in the config"));
+                continue;
+            }
+            let list: Vec<String> = by
+                .iter()
+                .map(|(k, n)| {
+                    let c = recent.iter().find(|c| c.kind == *k && c.target.as_ref().is_some_and(|t| t.to_string() == *server));
+                    let v = c.map_or("?", |c| classify(self.view, c).as_str());
+                    kinds.push(format!("{v} on {server}"));
+                    format!("{n} × {} ({v})", k.name())
+                })
+                .collect();
+            marked.push(format!("{server}: {} in the {} s before (max_fails={})", list.join(" + "), s.fail_timeout_s, s.max_fails));
+        }
+        let name = &d.group.name;
+        let timeout = d.group.servers.iter().map(|s| s.fail_timeout_s).fold(0.0, f64::max);
+        (
+            format!(
+                "{}: nginx answered without connecting (\"no live upstreams\"): every server of upstream {name} had been marked down — {}.",
+                self.head,
+                marked.join("; ")
+            ),
+            marked,
+            format!(
+                "Fix what failed on each server ({}); while it lasts, nginx answers every request to upstream {name} with 502 for fail_timeout ({timeout} s) after max_fails failures of each server. Add servers or capacity, or tune max_fails/fail_timeout so that one burst does not take the whole group out.",
+                kinds.join(", ")
+            ),
+        )
     }
 
     /// Requests the upstream cut short: who died, and how.
@@ -344,6 +420,7 @@ pub fn build(view: &View, nginx: &Discovery, kind: VerdictKind, target: &str, it
         nginx,
         target,
         causes: items.iter().filter_map(|st| st.cause.as_ref()).collect(),
+        items,
         head: format!("{count}/{target_total} {status_text} on {target}"),
     };
     let (proof, evidence, fix) = group.explain(kind);

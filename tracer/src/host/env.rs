@@ -138,6 +138,14 @@ impl Env {
         self.answer("somaxconn", String::new(), listeners::somaxconn)
     }
 
+    /// `net.ipv4.tcp_abort_on_overflow` in the network namespace of `pid` (the sysctl is per
+    /// namespace), or of the tracer for None.
+    pub fn tcp_abort_on_overflow(&mut self, pid: Option<u32>) -> Option<u32> {
+        self.answer("tcp_abort_on_overflow", pid.map(|p| p.to_string()).unwrap_or_default(), || {
+            listeners::netns_sysctl(pid, "net/ipv4/tcp_abort_on_overflow")
+        })
+    }
+
     pub fn nstat(&mut self) -> BTreeMap<String, u64> {
         self.answer("nstat", String::new(), crate::host::netstat::read)
     }

@@ -271,9 +271,45 @@ pub fn somaxconn() -> Option<u32> {
     std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
 }
 
+/// A sysctl under /proc/sys (`name` like `net/ipv4/tcp_abort_on_overflow`) as seen from the
+/// network namespace of `pid` (network sysctls are per namespace). When `pid` lives in another
+/// namespace than the tracer, a short-lived thread joins it (setns; needs CAP_SYS_ADMIN) to read
+/// the value; when that fails, None (never the tracer's own value in its place).
+pub fn netns_sysctl(pid: Option<u32>, name: &str) -> Option<u32> {
+    let path = format!("/proc/sys/{name}");
+    let read = |p: &str| std::fs::read_to_string(p).ok()?.trim().parse().ok();
+    let Some(pid) = pid else { return read(&path) };
+    let ns = |p: &str| std::fs::metadata(p).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let theirs = ns(&format!("/proc/{pid}/ns/net"))?;
+    if ns("/proc/self/ns/net") == Some(theirs) {
+        return read(&path);
+    }
+    let ns_path = format!("/proc/{pid}/ns/net");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&ns_path).ok()?;
+        // SAFETY: setns on an fd we own, in this thread only (it ends right after the read).
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        std::fs::read_to_string(&path).ok()?.trim().parse().ok()
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sysctl_of_our_own_netns_is_read_directly() {
+        let ours = netns_sysctl(None, "net/ipv4/tcp_abort_on_overflow");
+        assert!(ours.is_some());
+        assert_eq!(netns_sysctl(Some(std::process::id()), "net/ipv4/tcp_abort_on_overflow"), ours);
+        assert_eq!(netns_sysctl(Some(u32::MAX), "net/ipv4/tcp_abort_on_overflow"), None, "no such process: unknown, not ours");
+    }
 
     /// A unix listener with an exact backlog (std picks its own).
     fn unix_listen(path: &std::path::Path, backlog: i32) -> std::os::fd::OwnedFd {

@@ -18,6 +18,36 @@ pub struct Discovery {
     pub upstream_keepalive_timeout_s: Option<f64>,
     pub proxy_read_timeout_s: Option<f64>,
     pub proxy_connect_timeout_s: Option<f64>,
+    /// `upstream NAME { server …; }` blocks (recordings made before they were read have none).
+    #[serde(default)]
+    pub upstream_groups: Vec<UpstreamGroup>,
+}
+
+/// One `upstream` block: nginx balances over its servers and, after `max_fails` failures within
+/// `fail_timeout`, leaves a server out for `fail_timeout`; with every server out it answers 502
+/// without connecting ("no live upstreams").
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct UpstreamGroup {
+    pub name: String,
+    pub servers: Vec<UpstreamServer>,
+    /// `zone` set: the failure counts are shared by all workers (otherwise each worker counts its
+    /// own).
+    #[serde(default)]
+    pub shared: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct UpstreamServer {
+    /// As written, `unix:` prefix included (`unix:/run/app.sock`, `127.0.0.1:8000`): what the
+    /// tracer names the target.
+    pub addr: String,
+    /// nginx's default 1; 0 = never marked down.
+    pub max_fails: u32,
+    /// Seconds, nginx's default 10.
+    pub fail_timeout_s: f64,
+    /// `backup` or `down`: not one of the servers nginx balances over normally.
+    pub backup: bool,
+    pub down: bool,
 }
 
 impl Discovery {
@@ -93,6 +123,8 @@ fn nginx_time(v: &str) -> Option<f64> {
 pub fn parse_config(text: &str, prefix: &Path, d: &mut Discovery) {
     let resolve = |p: &str| if p.starts_with('/') { p.to_string() } else { prefix.join(p).display().to_string() };
     let mut blocks: Vec<String> = Vec::new();
+    // Index in `d.upstream_groups` of the `upstream` block being read.
+    let mut group: Option<usize> = None;
     let mut words: Vec<String> = Vec::new();
     let mut word = String::new();
     for line in text.lines() {
@@ -116,13 +148,35 @@ pub fn parse_config(text: &str, prefix: &Path, d: &mut Discovery) {
                         }
                         ["proxy_read_timeout", t] => d.proxy_read_timeout_s = d.proxy_read_timeout_s.or(nginx_time(t)),
                         ["proxy_connect_timeout", t] => d.proxy_connect_timeout_s = d.proxy_connect_timeout_s.or(nginx_time(t)),
+                        ["server", addr, params @ ..] if group.is_some() => {
+                            let mut s = UpstreamServer { addr: addr.to_string(), max_fails: 1, fail_timeout_s: 10.0, backup: false, down: false };
+                            for p in params {
+                                match p.split_once('=') {
+                                    Some(("max_fails", v)) => s.max_fails = v.parse().unwrap_or(1),
+                                    Some(("fail_timeout", v)) => s.fail_timeout_s = nginx_time(v).unwrap_or(10.0),
+                                    None if *p == "backup" => s.backup = true,
+                                    None if *p == "down" => s.down = true,
+                                    _ => {}
+                                }
+                            }
+                            d.upstream_groups[group.expect("checked")].servers.push(s);
+                        }
+                        ["zone", ..] if group.is_some() => d.upstream_groups[group.expect("checked")].shared = true,
                         _ => {}
                     }
                     words.clear();
                 }
-                '{' => blocks.push(words.drain(..).next().unwrap_or_default()),
+                '{' => {
+                    if let ["upstream", name] = words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                        d.upstream_groups.push(UpstreamGroup { name: name.to_string(), ..Default::default() });
+                        group = Some(d.upstream_groups.len() - 1);
+                    }
+                    blocks.push(words.drain(..).next().unwrap_or_default());
+                }
                 '}' => {
-                    blocks.pop();
+                    if blocks.pop().as_deref() == Some("upstream") {
+                        group = None;
+                    }
                     words.clear();
                 }
                 _ => {}
@@ -179,6 +233,25 @@ mod tests {
         assert_eq!(d.upstream_keepalive_timeout_s, Some(30.0), "only inside upstream {{}}");
         assert_eq!(d.proxy_read_timeout_s, Some(2.0));
         assert_eq!(d.proxy_connect_timeout_s, Some(0.5));
+        assert_eq!(d.upstream_groups.len(), 1);
+        assert_eq!((d.upstream_groups[0].name.as_str(), d.upstream_groups[0].servers[0].addr.as_str()), ("u", "127.0.0.1:1"));
+    }
+
+    #[test]
+    fn upstream_groups_with_their_failure_settings() {
+        let conf = "http {\n upstream app {\n  zone app 64k;\n  server unix:/run/a.sock max_fails=2 fail_timeout=30s;\n  server 127.0.0.1:8000;\n  server 127.0.0.1:8001 backup;\n }\n upstream other { server 10.0.0.1:80 down; }\n server { location / { proxy_pass http://app; } }\n}\n";
+        let mut d = Discovery::default();
+        parse_config(conf, Path::new("/"), &mut d);
+        let names: Vec<&str> = d.upstream_groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["app", "other"]);
+        let app = &d.upstream_groups[0];
+        assert!(app.shared);
+        let s: Vec<(&str, u32, f64, bool)> = app.servers.iter().map(|s| (s.addr.as_str(), s.max_fails, s.fail_timeout_s, s.backup)).collect();
+        assert_eq!(s, [("unix:/run/a.sock", 2, 30.0, false), ("127.0.0.1:8000", 1, 10.0, false), ("127.0.0.1:8001", 1, 10.0, true)]);
+        assert!(d.upstream_groups[1].servers[0].down && !d.upstream_groups[1].shared);
+        // A recording made before groups were read still loads.
+        let old: Discovery = serde_json::from_str(r#"{"masters":[],"conf":null,"error_logs":[],"access_logs":[],"upstream_keepalive_timeout_s":null,"proxy_read_timeout_s":null,"proxy_connect_timeout_s":null}"#).unwrap();
+        assert!(old.upstream_groups.is_empty());
     }
 
     #[test]

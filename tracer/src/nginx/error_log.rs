@@ -60,7 +60,9 @@ crate::codes! {
         ConnectEagain = "connect_eagain",
         ConnectEnoent = "connect_enoent",
         ConnectRefused = "connect_refused",
+        ConnectReset = "connect_reset",
         ConnectTimeout = "connect_timeout",
+        NoLiveUpstreams = "no_live_upstreams",
         PrematureClose = "premature_close",
         ReadTimeout = "read_timeout",
         ResetByPeer = "reset_by_peer",
@@ -84,10 +86,14 @@ impl ErrorKind {
             ErrorKind::ConnectEacces
         } else if line.contains("(111: Connection refused)") {
             ErrorKind::ConnectRefused
+        } else if line.contains("(104: Connection reset by peer)") && connecting {
+            ErrorKind::ConnectReset
         } else if line.contains("upstream timed out") && connecting {
             ErrorKind::ConnectTimeout
         } else if line.contains("upstream timed out") {
             ErrorKind::ReadTimeout
+        } else if line.contains("no live upstreams") {
+            ErrorKind::NoLiveUpstreams
         } else if line.contains("upstream prematurely closed connection") {
             ErrorKind::PrematureClose
         } else if line.contains("(104: Connection reset by peer)") {

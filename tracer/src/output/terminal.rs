@@ -178,6 +178,7 @@ impl<W: Write> Output for Terminal<W> {
             CloseClass::KeepaliveRace => {
                 format!("keep-alive race: request sent on a connection idle {:.0} ms, upstream closed it ({})", r.idle_before_ms, r.how)
             }
+            CloseClass::ResetUnused => "upstream reset the connection right after the handshake, before the request".to_string(),
             CloseClass::ProxyAbort | CloseClass::Idle | CloseClass::Unused => {
                 format!("proxy gave up on a request after {:.0} ms (closed it)", r.request_age_ms)
             }

@@ -15,6 +15,9 @@ pub enum CauseKind {
     TcpRefused,
     /// TCP connect abandoned in SYN_SENT (proxy_connect_timeout).
     ConnectTimeout,
+    /// An established TCP connection reset before the first request (nginx: "connect() failed
+    /// (104: Connection reset by peer)"): a full accept queue with tcp_abort_on_overflow = 1.
+    ConnectReset,
     /// The upstream closed while a request was outstanding.
     Premature,
     /// Request sent on a reused connection the upstream had closed.
@@ -39,6 +42,7 @@ impl CauseKind {
             CauseKind::ConnectError(e) => format!("connect_{}", errno::name(e).to_ascii_lowercase()),
             CauseKind::TcpRefused => "connect_refused".into(),
             CauseKind::ConnectTimeout => "connect_timeout".into(),
+            CauseKind::ConnectReset => "connect_reset".into(),
             CauseKind::Premature => "premature_close".into(),
             CauseKind::KeepaliveRace => "keepalive_race".into(),
             CauseKind::ProxyAbort => "proxy_abort".into(),

@@ -46,6 +46,8 @@ pub struct Lookups {
     /// Listener inode → the listen() call seen on it: where its owner is looked for first, and
     /// the backlog the application asked for.
     listen_calls: HashMap<u32, ListenCall>,
+    /// tcp_abort_on_overflow by the pid whose network namespace was read (None: the tracer's).
+    abort_on_overflow: HashMap<Option<u32>, Option<bool>>,
     /// App servers asked about, by pid (asked once each).
     apps: HashMap<u32, Option<AppServer>>,
     /// App-server masters found since the live loop last asked (it tells the kernel to report
@@ -68,6 +70,7 @@ impl Lookups {
             listen_calls: HashMap::new(),
             new_masters: Vec::new(),
             apps: HashMap::new(),
+            abort_on_overflow: HashMap::new(),
         }
     }
 
@@ -130,6 +133,13 @@ impl Lookups {
     pub fn app_server(&mut self, pid: u32) -> Option<AppServer> {
         let env = &mut self.env;
         self.apps.entry(pid).or_insert_with(|| env.app_server(pid)).clone()
+    }
+
+    /// `net.ipv4.tcp_abort_on_overflow` in the network namespace of `pid` (a listener's owner),
+    /// or of the tracer when the owner is not known; asked once per pid.
+    pub fn abort_on_overflow(&mut self, pid: Option<u32>) -> Option<bool> {
+        let env = &mut self.env;
+        *self.abort_on_overflow.entry(pid).or_insert_with(|| env.tcp_abort_on_overflow(pid).map(|v| v != 0))
     }
 
     /// App-server masters found since the last call.

@@ -150,7 +150,8 @@ impl Requests {
             CloseClass::Premature => Some(CauseKind::Premature),
             CloseClass::KeepaliveRace => Some(CauseKind::KeepaliveRace),
             CloseClass::ProxyAbort => Some(CauseKind::ProxyAbort),
-            CloseClass::Idle | CloseClass::Unused => None,
+            // Connect-side closes: the session hands these to the TCP state.
+            CloseClass::Idle | CloseClass::Unused | CloseClass::ResetUnused => None,
         };
         let cause = kind.map(|kind| UpstreamCause {
             ts_ns: e.hdr.ts_ns,

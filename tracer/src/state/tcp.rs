@@ -31,6 +31,9 @@ pub struct TcpTarget {
     /// Of `abandoned`: the handshake completed, but the caller closed it without sending a byte
     /// (its connect timer fired in the same instant). Counted in `latency_ns`, not `established`.
     pub late: u64,
+    /// Established, then reset by the peer before the first request (tcp_abort_on_overflow at
+    /// a full accept queue). Still counted in `established`.
+    pub reset_unused: u64,
     pub syn_retransmits: u64,
     /// Attempts that needed at least one SYN retransmit (≥ 1 s on Linux).
     pub delayed: u64,
@@ -48,6 +51,7 @@ impl TcpTarget {
             refused: 0,
             abandoned: 0,
             late: 0,
+            reset_unused: 0,
             syn_retransmits: 0,
             delayed: 0,
             latency_ns: histogram(),
@@ -110,6 +114,9 @@ pub struct ListenerStats {
     /// Established → accept() returned.
     pub accept_wait_ns: Histogram<u64>,
     pub view: Option<ListenerView>,
+    /// `net.ipv4.tcp_abort_on_overflow` in the listener's network namespace (read when it was
+    /// sampled): with 1, a final ACK the full queue has no room for is answered with a RST.
+    pub abort_on_overflow: Option<bool>,
     pub peak_queue_len: u32,
     pub sampled_ns: Option<u64>,
     pub dirty: bool,
@@ -126,6 +133,7 @@ impl ListenerStats {
             accepts: 0,
             accept_wait_ns: histogram(),
             view: None,
+            abort_on_overflow: None,
             peak_queue_len: 0,
             sampled_ns: None,
             dirty: true,
@@ -197,6 +205,17 @@ impl TcpStats {
         }
         if let Some(l) = self.listeners.get_mut(&key_of(&remote)).filter(|_| local_listener) {
             l.connects.given_up_late();
+            l.dirty = true;
+        }
+    }
+
+    /// A connect recorded as established to `remote` was reset before its first request.
+    pub fn record_reset_unused(&mut self, remote: SocketAddr, local_listener: bool) {
+        if let Some(t) = self.targets.get_mut(&remote) {
+            t.reset_unused += 1;
+        }
+        if let Some(l) = self.listeners.get_mut(&key_of(&remote)).filter(|_| local_listener) {
+            l.connects.reset_unused += 1;
             l.dirty = true;
         }
     }
@@ -280,6 +299,18 @@ impl TcpStats {
         Cause { ts_ns, pid, kind: CauseKind::ConnectTimeout, target, age_ns: waited_ns, idle_ns: 0 }
     }
 
+    /// An established connect to `remote` was reset before nginx sent its request: nginx answers
+    /// 502 ("connect() failed (104: Connection reset by peer)").
+    pub fn on_reset_unused(&mut self, remote: SocketAddr, ts_ns: u64, pid: u32, waited_ns: u64, host: &mut Lookups) -> Cause {
+        let local = host.local_listener(remote);
+        self.record_reset_unused(remote, local.is_some());
+        if let Some(addr) = local {
+            self.sample(key_of(&remote), addr, host);
+        }
+        let target = Some(crate::kernel::sockaddr::Target::Inet(remote));
+        Cause { ts_ns, pid, kind: CauseKind::ConnectReset, target, age_ns: waited_ns, idle_ns: 0 }
+    }
+
     /// Sample an overflowing listener's queue and owner (rate-limited).
     fn sample(&mut self, key: ListenerKey, addr: SocketAddr, host: &mut Lookups) {
         let now = host.now_ns();
@@ -289,7 +320,12 @@ impl TcpStats {
         let Some((bound, l)) = host.env.tcp_listener_bound(addr) else { return };
         let prev = self.listeners.get(&key).and_then(|s| s.view.clone());
         let view = host.listener_view(l, prev.as_ref(), now);
+        let owner = view.owner.as_ref().map(|o| o.pid);
         self.record_sample(key, now, bound, view);
+        let abort = host.abort_on_overflow(owner);
+        if let Some(l) = self.listeners.get_mut(&key) {
+            l.abort_on_overflow = abort.or(l.abort_on_overflow);
+        }
     }
 
     /// Listeners changed since the last call, marking them clean.
