@@ -512,7 +512,7 @@ mod tests {
         let server = UpstreamServer { addr: "unix:/run/app.sock".into(), max_fails: 1, fail_timeout_s: 10.0, backup: false, down: false };
         let groups = vec![UpstreamGroup { name: "app".into(), servers: vec![server], shared: false }];
         let d = crate::nginx::Discovery { upstream_groups: groups, ..Default::default() };
-        let r = report::build(&run.0.view(), &d, &[]);
+        let r = report::build(&run.0.view(), &d, &[], &[]);
         assert_eq!(r.absorbed.get("connect_eagain"), Some(&1), "the retried failure is absorbed, not the 502's cause");
         assert_eq!((r.total_5xx, r.explained), (1, 1));
         assert_eq!(kinds(&r), vec![(VerdictKind::NoLiveUpstreams, 1)]);
@@ -520,7 +520,7 @@ mod tests {
         assert_eq!(v.target, "upstream app");
         assert!(v.proof.contains("unix:/run/app.sock: 1 × connect_eagain (listen_queue_full)"), "{}", v.proof);
         // Without the group in nginx's config, the same 502 stays unexplained.
-        let r = report::build(&run.0.view(), &crate::nginx::Discovery::default(), &[]);
+        let r = report::build(&run.0.view(), &crate::nginx::Discovery::default(), &[], &[]);
         assert_eq!((r.explained, r.unexplained.len()), (0, 1));
     }
 
