@@ -188,6 +188,25 @@ fn every_5xx_is_joined_to_its_cause_and_record_replays_it() {
     // and the listen queue sampled at every tick against its maximum of 16.
     assert!(dom.matches("class=\"plot\"").count() >= 2 * 4, "at least the connect and 5xx plots of each of the 4 upstreams");
     assert!(dom.contains("listen queue against its maximum") && dom.contains("(its maximum is 16)"), "the backlog's queue is plotted");
+    assert!(dom.contains("at most 17 waiting") || dom.contains("at most 16 waiting"), "the queue is plotted at its limit (16, or backlog + 1)");
+    // The plotted series sum to the report's counts: each figure's summary states its sums.
+    for u in replayed["upstreams"].as_array().unwrap() {
+        let (connects, requests) = (u["connects"].as_u64().unwrap(), u["requests"].as_u64().unwrap());
+        let fivexx = u["status_502"].as_u64().unwrap() + u["status_504"].as_u64().unwrap();
+        assert!(dom.contains(&format!("{connects} connect() calls")), "{}: plotted connects sum to {connects}", u["target"]);
+        assert!(
+            dom.contains(&format!("{requests} requests completed; {fivexx} 502/504")),
+            "{}: plotted requests and 5xx sum to {requests} and {fivexx}",
+            u["target"]
+        );
+    }
+    // Nothing is fetched when the page opens: no URL but the SVG namespace.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(
+        page.matches("http://").count() + page.matches("https://").count(),
+        page.matches("http://www.w3.org/2000/svg").count(),
+        "self-contained"
+    );
 }
 
 #[test]

@@ -209,8 +209,11 @@ impl Session {
 
     fn on_connect(&mut self, c: Connect) -> io::Result<()> {
         self.join.connecting(c.pid);
-        self.state.connects.on_connect(&c, &mut self.host);
+        let sample = self.state.connects.on_connect(&c, &mut self.host);
         if let Some(h) = self.state.history.as_mut() {
+            if let Some((at, waiting, max)) = sample {
+                h.queue_sample(&c.target, at, waiting, max);
+            }
             h.arrival(&c.target, c.ts_ns);
             if c.failed() {
                 h.failure(&c.target, c.ts_ns);
@@ -579,6 +582,44 @@ mod tests {
         assert_eq!((m.kind.as_str(), m.count, m.target.as_str()), ("app_server_timeout", 1, "unix:/run/app.sock"));
         assert!(m.proof.contains("SIGABRT") && m.proof.contains("pid 55)"), "{}", m.proof);
         assert!(m.fix.contains("--timeout 1 (command line)"), "{}", m.fix);
+    }
+
+    #[test]
+    fn the_plotted_series_sum_to_the_reports_counts() {
+        let mut run = Run::new();
+        run.0.keep_history();
+        for i in 0..10u64 {
+            let ts = 1_000_000_000 + i * 300_000_000;
+            if i % 3 == 0 {
+                run.connect(NGINX, ts, -(libc::EAGAIN as i64)).status(NGINX, ts + 1_000, 502);
+            } else {
+                run.connect(NGINX, ts, 0);
+                let req = tracer_common::RequestEvent {
+                    hdr: hdr(kind::REQUEST, NGINX, ts + 5_000_000),
+                    sk: 1,
+                    start_ns: ts + 10_000,
+                    first_byte_ns: ts + 2_000_000,
+                    last_byte_ns: ts + 5_000_000,
+                    idle_before_ns: 0,
+                    bytes_sent: 10,
+                    bytes_recv: 20,
+                    seq: 1,
+                    end: 2,
+                    fd: FD,
+                    family: libc::AF_UNIX as u16,
+                    _pad: 0,
+                };
+                run.feed(raw(&req));
+            }
+        }
+        let r = run.report();
+        let s = r.series.as_ref().expect("series with the history kept");
+        let u = &r.upstreams[0];
+        let p = &s.upstreams[0];
+        let sum = |v: &Vec<(f64, f64)>| v.iter().map(|x| x.1).sum::<f64>() as u64;
+        assert_eq!((sum(&p.connects), sum(&p.failures), sum(&p.completed)), (u.connects, u.failed_connects, u.requests));
+        assert_eq!(p.fivexx.values().map(sum).sum::<u64>(), u.status_502 + u.status_504);
+        assert_eq!((u.connects, u.failed_connects, u.requests, u.status_502), (10, 4, 6, 4));
     }
 
     fn kinds(r: &Report) -> Vec<(VerdictKind, u64)> {

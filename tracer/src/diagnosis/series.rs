@@ -78,6 +78,7 @@ pub fn build(view: &View, timeline: &[TimelineItem]) -> Option<Series> {
         }
         if let Some(q) = h.queue.get(&t.target) {
             s.queue = q.iter().map(|&(ts, waiting, _)| (tb.unix_secs(ts), waiting as f64)).collect();
+            s.queue.sort_by(|a, b| a.0.total_cmp(&b.0));
             s.queue_max = q.last().map(|&(_, _, max)| max);
         }
         let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();

@@ -174,16 +174,18 @@ impl ConnectStats {
     }
 
     /// A connect() by the proxy; its target's listener is sampled while it is failing: its queue
-    /// is what explains EAGAIN.
-    pub fn on_connect(&mut self, c: &Connect, host: &mut Lookups) {
+    /// is what explains EAGAIN. Returns the sample taken, if any: (when, waiting, max).
+    pub fn on_connect(&mut self, c: &Connect, host: &mut Lookups) -> Option<(u64, u32, u32)> {
         if !self.record(c) {
-            return;
+            return None;
         }
         let l = host.env.listener_for(&c.target);
         let now = host.now_ns();
         let prev = self.targets.get(&c.target).and_then(|t| t.listener.clone());
         let view = l.map(|l| host.listener_view(l, prev.as_ref(), now));
+        let sample = view.as_ref().map(|v| (now, v.listener.queue_len, v.listener.queue_max));
         self.record_sample(&c.target, now, view);
+        sample
     }
 
     /// Store a listener sample for `target` taken at `now_ns` (None: no listener found).

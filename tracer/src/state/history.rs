@@ -20,7 +20,8 @@ pub struct History {
     pub completions: BTreeMap<Target, Vec<u64>>,
     /// Per target: each completed request's time to first byte, ns, in the order of `completions`.
     pub ttfb: BTreeMap<Target, Vec<u64>>,
-    /// Per target: (sampled at, waiting, max) of its listener, at every tick.
+    /// Per target: (sampled at, waiting, max) of its listener, at every tick and whenever it was
+    /// sampled because connects to it failed.
     pub queue: BTreeMap<Target, Vec<(u64, u32, u32)>>,
     kept: usize,
     pub dropped: u64,
