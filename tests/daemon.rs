@@ -257,14 +257,18 @@ fn churn_keeps_maps_and_memory_under_their_caps() {
     let rss_end = rss_kib(d.proc.pid());
     let m = scrape(d.port, "/metrics");
     let connects = metric(&m, "tracer_upstream_connects_total", &[]);
+    // Events the kernel side could not hand over (a ring buffer full while the machine is busy)
+    // are counted, never silent: a connect is either traced or in this count.
+    let lost = metric(&m, "tracer_events_lost_total", &[]);
     eprintln!(
-        "churn: {done} connections, {connects} connects traced; daemon RSS {rss_start} → {rss_end} KiB; events {}",
+        "churn: {done} connections, {connects} connects traced, {lost} events lost; daemon RSS {rss_start} → {rss_end} KiB; events {}",
         metric(&m, "tracer_events_total", &[])
     );
     // The scenario first: the churn happened, and went through the daemon's programs (every
     // churn connect() is a python3 one; other python3 processes can only add to it).
     assert!(done >= 200_000, "churned {done} connections");
-    assert!(connects >= done, "the daemon traced the churn: {connects} connects for {done} connections");
+    assert!(connects + lost >= done, "the daemon traced the churn: {connects} connects + {lost} lost for {done} connections");
+    assert!(connects >= done / 2, "most of the churn was traced: {connects} of {done}");
     // Every per-connection map is sized by --map-entries (the kernel then holds an LRU map to
     // it), and after 200,000 connections only what is live now is left in them: state that
     // leaked at even 1 in 3,000 connections would leave more than 64 entries (up to the cap).
