@@ -7,8 +7,20 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the build, the demo, the tests and the benchmarks use.
-const APT: &[&str] =
-    &["llvm-22-dev", "nginx-light", "apache2-utils", "wrk", "bpftool", "bpftrace", "iproute2", "procps", "chromium", "php-fpm", "nghttp2-client"];
+const APT: &[&str] = &[
+    "llvm-22-dev",
+    "nginx-light",
+    "apache2-utils",
+    "wrk",
+    "bpftool",
+    "bpftrace",
+    "iproute2",
+    "procps",
+    "chromium",
+    "firefox-esr",
+    "php-fpm",
+    "nghttp2-client",
+];
 /// PyPI app servers, pinned to versions checked here.
 const PIP: &[(&str, &str)] = &[("gunicorn", "27.0.1"), ("uwsgi", "2.0.31")];
 const BPF_LINKER: &str = "0.13.0";
