@@ -163,12 +163,23 @@ impl Session {
             Event::Listen(l) => host.note_listen(l.hdr.pid, l.fd, l.backlog),
             Event::TcpConnect(c) => {
                 let cause = state.tcp.on_connect(&c, host);
+                if let Some(h) = state.history.as_mut() {
+                    let lost = c.syn_retransmits + u32::from(c.outcome == ConnectOutcome::Abandoned);
+                    if lost > 0 && host.local_listener(c.remote).is_some() {
+                        h.syn_drops(crate::state::tcp::key_of(&c.remote), c.ts_ns, lost);
+                    }
+                }
                 self.cause(cause);
                 if self.all_connections || c.outcome != ConnectOutcome::Established || c.syn_retransmits > 0 {
                     self.out.tcp_connect(&TcpConnectRecord::new(&c, &self.tb))?;
                 }
             }
-            Event::ListenOverflow(o) => state.tcp.on_ack_drop(&o, host),
+            Event::ListenOverflow(o) => {
+                state.tcp.on_ack_drop(&o, host);
+                if let Some(h) = state.history.as_mut() {
+                    h.ack_drop((o.family == libc::AF_INET6 as u16, o.port), o.hdr.ts_ns);
+                }
+            }
             Event::Accept(a) => state.tcp.on_accept(&a),
             Event::ConnClose(e) if e.class == CloseClass::Unused => {
                 // A TCP connect already counted as established that the proxy gave up on.

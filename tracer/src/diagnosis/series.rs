@@ -25,6 +25,16 @@ pub struct UpstreamSeries {
     pub fivexx: BTreeMap<String, Points>,
     /// (when, what): a worker death that cut a request.
     pub deaths: Vec<(f64, String)>,
+    /// Time to first byte of every request: (bucket's upper bound in ms, requests), log buckets.
+    pub ttfb_histogram: Vec<(f64, f64)>,
+}
+
+/// A TCP listener on this host that dropped connections.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ListenerSeries {
+    pub listener: String,
+    pub syn_drops: Points,
+    pub ack_drops: Points,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -33,6 +43,7 @@ pub struct Series {
     pub t0: f64,
     pub t1: f64,
     pub upstreams: Vec<UpstreamSeries>,
+    pub listeners: Vec<ListenerSeries>,
 }
 
 /// Counts per whole second of `times` (unix seconds), every second from the first to the last.
@@ -96,13 +107,29 @@ pub fn build(view: &View, timeline: &[TimelineItem]) -> Option<Series> {
             .map(|d| (tb.unix_secs(d.ts_ns), format!("worker {} pid {}: {}", d.comm, d.pid, d.cause)))
             .collect();
         s.deaths.dedup();
+        if let Some(r) = view.state.requests.targets.get(&t.target).filter(|r| !r.ttfb_ns.is_empty()) {
+            s.ttfb_histogram =
+                r.ttfb_ns.iter_log(1_000_000, 2.0).map(|v| (v.value_iterated_to() as f64 / 1e6, v.count_since_last_iteration() as f64)).collect();
+        }
         if !(s.connects.is_empty() && s.completed.is_empty()) {
             out.push(s);
         }
     }
-    let all = out.iter().flat_map(|u| u.connects.iter().chain(&u.completed).chain(&u.queue).map(|p| p.0));
+    let mut listeners = Vec::new();
+    for (key, l) in &view.state.tcp.listeners {
+        let syn: Vec<f64> =
+            h.syn_drops.get(key).into_iter().flatten().flat_map(|&(ts, n)| std::iter::repeat_n(tb.unix_secs(ts), n as usize)).collect();
+        let ack = h.ack_drops.get(key).map(|v| secs(v)).unwrap_or_default();
+        if !(syn.is_empty() && ack.is_empty()) {
+            listeners.push(ListenerSeries { listener: l.name(), syn_drops: per_second(syn.into_iter()), ack_drops: per_second(ack.into_iter()) });
+        }
+    }
+    let all = out
+        .iter()
+        .flat_map(|u| u.connects.iter().chain(&u.completed).chain(&u.queue).map(|p| p.0))
+        .chain(listeners.iter().flat_map(|l| l.syn_drops.iter().chain(&l.ack_drops).map(|p| p.0)));
     let (t0, t1) = all.fold((f64::MAX, f64::MIN), |(a, b), t| (a.min(t), b.max(t + 1.0)));
-    (t0 < t1).then_some(Series { t0, t1, upstreams: out })
+    (t0 < t1).then_some(Series { t0, t1, upstreams: out, listeners })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::diagnosis::series::{Points, Series, UpstreamSeries};
+use crate::diagnosis::series::{ListenerSeries, Points, Series, UpstreamSeries};
 use crate::diagnosis::what_if::WhatIf;
 use crate::output::terminal::clock;
 
@@ -144,7 +144,8 @@ fn peak(p: &Points) -> Option<(f64, f64)> {
 }
 
 fn total(p: &Points) -> f64 {
-    p.iter().map(|x| x.1).sum()
+    // A fold from +0: an empty `sum()` of floats is -0, printed "-0".
+    p.iter().fold(0.0, |a, x| a + x.1)
 }
 
 /// First and last second with a non-zero value.
@@ -201,6 +202,15 @@ fn upstream(u: &UpstreamSeries, t0: f64, t1: f64) -> String {
         };
         h.push_str(&figure(plot("time to first byte, per second", t0, t1, &rel, &lines, None, &u.deaths), summary));
     }
+    // Time to first byte, all requests: a histogram in doubling buckets.
+    if !u.ttfb_histogram.is_empty() {
+        let points: Vec<(f64, f64)> = u.ttfb_histogram.iter().enumerate().map(|(i, b)| (i as f64, b.1)).collect();
+        let bounds: Vec<f64> = u.ttfb_histogram.iter().map(|b| b.0).collect();
+        let label = |i: f64| bounds.get(i as usize).map_or(String::new(), |b| format!("≤ {} ms", fmt_num(*b)));
+        let lines = [Line { label: "requests".into(), color: PALETTE[1], points: &points, bars: true }];
+        let summary = format!("Time to first byte of all {:.0} requests, in buckets doubling from 1 ms.", total(&points));
+        h.push_str(&figure(plot("time to first byte: histogram", 0.0, points.len() as f64, &label, &lines, None, &[]), summary));
+    }
     // The listener's queue.
     if !u.queue.is_empty() {
         let limit = u.queue_max.map(|m| (m as f64, format!("max {m}")));
@@ -217,13 +227,35 @@ fn upstream(u: &UpstreamSeries, t0: f64, t1: f64) -> String {
     h
 }
 
-/// Every upstream's plots on the shared axis.
+/// Every upstream's and every overflowing TCP listener's plots on the shared axis.
 pub fn render(series: &Series) -> String {
     let mut h = String::from("<h2>Over time</h2>");
     for u in &series.upstreams {
         h.push_str(&upstream(u, series.t0, series.t1));
     }
+    for l in &series.listeners {
+        h.push_str(&listener(l, series.t0, series.t1));
+    }
     h
+}
+
+fn listener(l: &ListenerSeries, t0: f64, t1: f64) -> String {
+    let rel = |t: f64| if t == t0 { clock(t) } else { format!("+{:.0} s", t - t0) };
+    let lines = [
+        Line { label: "SYNs dropped / s".into(), color: PALETTE[0], points: &l.syn_drops, bars: true },
+        Line { label: "final ACKs dropped / s".into(), color: PALETTE[3], points: &l.ack_drops, bars: true },
+    ];
+    let summary = format!(
+        "TCP listener {}: {:.0} SYNs dropped (inferred from traced connects' retransmits, placed when each connect left SYN_SENT) and {:.0} final ACKs dropped at its full accept queue.",
+        l.listener,
+        total(&l.syn_drops),
+        total(&l.ack_drops)
+    );
+    format!(
+        "<h3>TCP listener {}</h3>{}",
+        esc(&l.listener),
+        figure(plot("drops at the full accept queue per second", t0, t1, &rel, &lines, None, &[]), summary)
+    )
 }
 
 /// Refused connects against the backlog, with today's and the smallest sufficient one marked.

@@ -23,6 +23,11 @@ pub struct History {
     /// Per target: (sampled at, waiting, max) of its listener, at every tick and whenever it was
     /// sampled because connects to it failed.
     pub queue: BTreeMap<Target, Vec<(u64, u32, u32)>>,
+    /// Per local TCP listener (`state::tcp::ListenerKey`): final ACKs dropped at its full accept
+    /// queue, when; and SYNs dropped, inferred from a traced connect's retransmits, when that
+    /// connect left SYN_SENT.
+    pub ack_drops: BTreeMap<(bool, u16), Vec<u64>>,
+    pub syn_drops: BTreeMap<(bool, u16), Vec<(u64, u32)>>,
     kept: usize,
     pub dropped: u64,
 }
@@ -55,6 +60,20 @@ impl History {
         self.kept += 2;
         self.completions.entry(target.clone()).or_default().push(ts_ns);
         self.ttfb.entry(target.clone()).or_default().push(ttfb_ns);
+    }
+
+    pub fn ack_drop(&mut self, listener: (bool, u16), ts_ns: u64) {
+        let v = self.ack_drops.entry(listener).or_default();
+        Self::push(&mut self.kept, &mut self.dropped, v, ts_ns);
+    }
+
+    pub fn syn_drops(&mut self, listener: (bool, u16), ts_ns: u64, n: u32) {
+        if self.kept >= MAX_INSTANTS {
+            self.dropped += 1;
+            return;
+        }
+        self.kept += 1;
+        self.syn_drops.entry(listener).or_default().push((ts_ns, n));
     }
 
     pub fn queue_sample(&mut self, target: &Target, ts_ns: u64, waiting: u32, max: u32) {
