@@ -133,6 +133,12 @@ impl DaemonConfig {
         DaemonConfig::new(&args)
     }
 
+    /// The settings of a config file's text alone (no flags): what `load` does with `--config
+    /// FILE`, without the file (the fuzz target `daemon_config` feeds it arbitrary text).
+    pub fn from_toml(text: &str) -> anyhow::Result<DaemonConfig> {
+        DaemonConfig::new(&parse_daemon_args(&config_text_args(text, "<text>")?)?)
+    }
+
     fn new(a: &DaemonArgs) -> anyhow::Result<DaemonConfig> {
         let trace = TraceConfig::new(&a.trace, None, defaults::DAEMON_INTERVAL)?;
         let events = a.events.clone().map(|path| EventsFile {
@@ -177,9 +183,14 @@ use clap::Args as _;
 
 /// A TOML config file as `--key value` arguments, refusing keys that are not daemon flags.
 fn config_file_args(file: &Path) -> anyhow::Result<Vec<OsString>> {
-    let invalid = || format!("config file {} is not valid", file.display());
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the config file {}", file.display()))?;
-    let table: toml::Table = toml::from_str(&text).with_context(invalid)?;
+    config_text_args(&text, &file.display().to_string())
+}
+
+/// The text of a TOML config file (`name` for errors) as `--key value` arguments.
+fn config_text_args(text: &str, name: &str) -> anyhow::Result<Vec<OsString>> {
+    let invalid = || format!("config file {name} is not valid");
+    let table: toml::Table = toml::from_str(text).with_context(invalid)?;
     let flags: Vec<String> =
         DaemonArgs::augment_args(clap::Command::new("d")).get_arguments().filter_map(|a| a.get_long().map(str::to_string)).collect();
     let mut out = Vec::new();
