@@ -143,7 +143,7 @@ impl DaemonConfig {
         let trace = TraceConfig::new(&a.trace, None, defaults::DAEMON_INTERVAL)?;
         let events = a.events.clone().map(|path| EventsFile {
             path,
-            max_bytes: a.events_max_mb.unwrap_or(defaults::EVENTS_MAX_MB) << 20,
+            max_bytes: a.events_max_mb.unwrap_or(defaults::EVENTS_MAX_MB).saturating_mul(1 << 20),
             keep: a.events_keep.unwrap_or(defaults::EVENTS_KEEP),
         });
         Ok(DaemonConfig {
@@ -284,6 +284,24 @@ mod tests {
         let c = DaemonConfig::load(&os(&["--config", file.to_str().unwrap()])).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9477".parse().unwrap());
         assert_eq!(c.trace.map_entries, Some(65536));
+    }
+
+    #[test]
+    fn metrics_listen_on_loopback_by_default() {
+        let c = DaemonConfig::load(&[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9477".parse().unwrap());
+        assert!(c.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn config_text_parses_like_the_file() {
+        let c = DaemonConfig::from_toml("comm = \"python3\"\nevents = \"/tmp/e.jsonl\"\nevents-max-mb = 7\n").unwrap();
+        assert_eq!(c.trace.comm.as_deref(), Some("python3"));
+        assert_eq!(c.events.unwrap().max_bytes, 7 << 20);
+        assert!(DaemonConfig::from_toml("config = \"/etc/x\"").unwrap_err().to_string().contains("not valid"));
+        // A size in MiB past u64 bytes saturates instead of wrapping to a tiny file.
+        let c = DaemonConfig::from_toml("events = \"/tmp/e\"\nevents-max-mb = \"18446744073709551615\"\n").unwrap();
+        assert_eq!(c.events.unwrap().max_bytes, u64::MAX);
     }
 
     #[test]

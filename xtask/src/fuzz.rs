@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 /// Every fuzz target (a `[[bin]]` of fuzz/Cargo.toml), one per parser of outside input.
-pub const TARGETS: &[&str] = &["nginx_config", "error_log", "record", "sockaddr", "event", "daemon_config", "appserver", "what_if"];
+pub const TARGETS: &[&str] = &["nginx_config", "error_log", "record", "sockaddr", "event", "daemon_config", "appserver", "what_if", "cli", "report"];
 
 /// `cargo +nightly fuzz …` from the repository root (the rustup proxy picks the toolchain; the
 /// variables cargo set for this xtask would pin the stable one).

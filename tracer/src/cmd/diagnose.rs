@@ -31,7 +31,7 @@ fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
         text::write_text(&mut out, r)?;
     }
     if let Some(p) = &o.html {
-        std::fs::write(p, html::render(r)).with_context(|| format!("writing {}", p.display()))?;
+        crate::output::private::write(p, html::render(r)).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("tracer: HTML report written to {}", p.display());
     }
     Ok(())
@@ -89,6 +89,12 @@ pub fn replay(path: &Path) -> anyhow::Result<Report> {
 /// spans (first to last kernel event), in seconds.
 pub fn replay_spanning(path: &Path, what_if: &[Change]) -> anyhow::Result<(Report, f64)> {
     let (meta, records) = record::read(path)?;
+    replay_records(&path.display().to_string(), meta, &records, what_if)
+}
+
+/// `replay_spanning` of a parsed recording (`name` for errors; the fuzz target `report` feeds it
+/// whatever `record::parse` accepts).
+pub fn replay_records(name: &str, meta: record::Meta, records: &[Record], what_if: &[Change]) -> anyhow::Result<(Report, f64)> {
     let times: Vec<u64> = records
         .iter()
         .filter_map(|r| if let Record::Event(raw) = r { crate::kernel::events::header(raw).ok() } else { None })
@@ -99,11 +105,11 @@ pub fn replay_spanning(path: &Path, what_if: &[Change]) -> anyhow::Result<(Repor
         _ => 0.0,
     };
     let tb = Timebase::with_offset_ns(meta.timebase_offset_ns as i128);
-    let mut s = Session::new(Env::replay(&records), tb, meta.probes.clone(), Box::new(Quiet), crate::config::defaults::MAX_TARGETS, false);
+    let mut s = Session::new(Env::replay(records), tb, meta.probes.clone(), Box::new(Quiet), crate::config::defaults::MAX_TARGETS, false);
     if !what_if.is_empty() {
         s.keep_history();
     }
-    for r in &records {
+    for r in records {
         match r {
             Record::Event(raw) => s.handle(Event::decode(raw)?, raw)?,
             Record::Mark(Mark::Batch) => s.end_batch()?,
@@ -114,7 +120,7 @@ pub fn replay_spanning(path: &Path, what_if: &[Change]) -> anyhow::Result<(Repor
     }
     let lines = s.env().error_log_lines(Vec::new);
     if let Some(e) = s.env().replay_error.take() {
-        anyhow::bail!("{} does not replay with this tracer version: {e}", path.display());
+        anyhow::bail!("{name} does not replay with this tracer version: {e}");
     }
     if s.env().unanswered > 0 {
         eprintln!(
@@ -141,7 +147,7 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<()> {
         text::write_comparison(&mut out, &c)?;
     }
     if let Some(p) = &args.output.html {
-        std::fs::write(p, html::render_comparison(&c)).with_context(|| format!("writing {}", p.display()))?;
+        crate::output::private::write(p, html::render_comparison(&c)).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("tracer: HTML comparison written to {}", p.display());
     }
     Ok(())

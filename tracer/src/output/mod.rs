@@ -3,6 +3,7 @@
 
 pub mod html;
 pub mod jsonl;
+pub mod private;
 pub mod prometheus;
 pub mod records;
 pub mod report;
