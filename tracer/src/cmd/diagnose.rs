@@ -18,7 +18,7 @@ use crate::host::env::Env;
 use crate::host::record::{self, Mark, Record};
 use crate::host::timebase::Timebase;
 use crate::kernel::events::Event;
-use crate::nginx::{self, Discovery, ErrorLog};
+use crate::nginx::{self, ErrorLog};
 use crate::output::{html, report as text, Quiet};
 use crate::session::Session;
 
@@ -129,7 +129,7 @@ pub fn replay_records(name: &str, meta: record::Meta, records: &[Record], what_i
             meta.tracer_version
         );
     }
-    let nginx = meta.nginx.unwrap_or_else(Discovery::default);
+    let nginx = meta.nginx.unwrap_or_default();
     Ok((report::build(&s.view(), &nginx, &lines, what_if), span_s))
 }
 
