@@ -241,8 +241,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("'{s}': must be positive"));
     }
+    // Beyond a year is a typo, and a deadline that far would overflow the clock arithmetic.
+    if secs > MAX_DURATION_S {
+        return Err(format!("'{s}': too long (at most 8760h)"));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
+
+const MAX_DURATION_S: f64 = 365.0 * 24.0 * 3600.0;
 
 pub fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
@@ -265,6 +271,16 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("3 days").is_err());
         assert!(parse_duration("x").is_err());
+        assert_eq!(parse_duration("8760h").unwrap(), Duration::from_secs(365 * 24 * 3600));
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        // Found by hand (Duration::from_secs_f64 panicked past u64 seconds).
+        assert!(parse_duration("99999999999999999999s").unwrap_err().contains("too long"));
+        assert!(parse_duration("8761h").unwrap_err().contains("too long"));
+        assert!(parse_duration(&"9".repeat(400)).is_err());
+        assert!(parse_duration("1.7976931348623157e308").is_err());
     }
 
     #[test]

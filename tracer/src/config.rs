@@ -133,11 +133,17 @@ impl DaemonConfig {
         DaemonConfig::new(&args)
     }
 
+    /// The settings of a config file's text alone (no flags): what `load` does with `--config
+    /// FILE`, without the file (the fuzz target `daemon_config` feeds it arbitrary text).
+    pub fn from_toml(text: &str) -> anyhow::Result<DaemonConfig> {
+        DaemonConfig::new(&parse_daemon_args(&config_text_args(text, "<text>")?)?)
+    }
+
     fn new(a: &DaemonArgs) -> anyhow::Result<DaemonConfig> {
         let trace = TraceConfig::new(&a.trace, None, defaults::DAEMON_INTERVAL)?;
         let events = a.events.clone().map(|path| EventsFile {
             path,
-            max_bytes: a.events_max_mb.unwrap_or(defaults::EVENTS_MAX_MB) << 20,
+            max_bytes: a.events_max_mb.unwrap_or(defaults::EVENTS_MAX_MB).saturating_mul(1 << 20),
             keep: a.events_keep.unwrap_or(defaults::EVENTS_KEEP),
         });
         Ok(DaemonConfig {
@@ -177,9 +183,14 @@ use clap::Args as _;
 
 /// A TOML config file as `--key value` arguments, refusing keys that are not daemon flags.
 fn config_file_args(file: &Path) -> anyhow::Result<Vec<OsString>> {
-    let invalid = || format!("config file {} is not valid", file.display());
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the config file {}", file.display()))?;
-    let table: toml::Table = toml::from_str(&text).with_context(invalid)?;
+    config_text_args(&text, &file.display().to_string())
+}
+
+/// The text of a TOML config file (`name` for errors) as `--key value` arguments.
+fn config_text_args(text: &str, name: &str) -> anyhow::Result<Vec<OsString>> {
+    let invalid = || format!("config file {name} is not valid");
+    let table: toml::Table = toml::from_str(text).with_context(invalid)?;
     let flags: Vec<String> =
         DaemonArgs::augment_args(clap::Command::new("d")).get_arguments().filter_map(|a| a.get_long().map(str::to_string)).collect();
     let mut out = Vec::new();
@@ -273,6 +284,24 @@ mod tests {
         let c = DaemonConfig::load(&os(&["--config", file.to_str().unwrap()])).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9477".parse().unwrap());
         assert_eq!(c.trace.map_entries, Some(65536));
+    }
+
+    #[test]
+    fn metrics_listen_on_loopback_by_default() {
+        let c = DaemonConfig::load(&[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9477".parse().unwrap());
+        assert!(c.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn config_text_parses_like_the_file() {
+        let c = DaemonConfig::from_toml("comm = \"python3\"\nevents = \"/tmp/e.jsonl\"\nevents-max-mb = 7\n").unwrap();
+        assert_eq!(c.trace.comm.as_deref(), Some("python3"));
+        assert_eq!(c.events.unwrap().max_bytes, 7 << 20);
+        assert!(DaemonConfig::from_toml("config = \"/etc/x\"").unwrap_err().to_string().contains("not valid"));
+        // A size in MiB past u64 bytes saturates instead of wrapping to a tiny file.
+        let c = DaemonConfig::from_toml("events = \"/tmp/e\"\nevents-max-mb = \"18446744073709551615\"\n").unwrap();
+        assert_eq!(c.events.unwrap().max_bytes, u64::MAX);
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | demo | test`.
+//! Project tasks: `cargo xtask setup | demo | test | bench | fuzz`.
 //! `setup` installs what a fresh machine lacks (idempotent); `demo` and `test` run it first, so
 //! the README's two commands work from nothing.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,15 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', value_enum)]
         only: Vec<bench::Phase>,
     },
+    /// Set up, then build the cargo-fuzz targets (fuzz/) and run each for a few seconds on its
+    /// seeds (fuzz/seeds/TARGET); a crash fails with the input that caused it.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// Set up, then run every test (unit and root-only end-to-end) of the default members
     /// (the eBPF crate is built for the BPF target by tracer/build.rs, not tested on the host).
     Test {
@@ -54,6 +64,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { smoke, only } => {
             setup::run()?;
             bench::run(smoke, &only)
+        }
+        Cmd::Fuzz { seconds, targets } => {
+            setup::run()?;
+            fuzz::run(seconds, &targets)
         }
         Cmd::Test { args } => {
             setup::run()?;

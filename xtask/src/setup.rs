@@ -24,6 +24,8 @@ const APT: &[&str] = &[
 /// PyPI app servers, pinned to versions checked here.
 const PIP: &[(&str, &str)] = &[("gunicorn", "27.0.1"), ("uwsgi", "2.0.31")];
 const BPF_LINKER: &str = "0.13.0";
+/// `cargo xtask fuzz`: the newest release that builds with the installed nightly.
+const CARGO_FUZZ: &str = "0.13.2";
 
 fn ok(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
@@ -77,6 +79,13 @@ pub fn run() -> Result<()> {
             Command::new(env!("CARGO"))
                 .args(["install", "bpf-linker", "--version", BPF_LINKER, "--locked", "--no-default-features", "--features", "llvm-22"])
                 .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+        )?;
+    }
+    let fuzz_ok = Command::new("cargo-fuzz").arg("--version").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ));
+    if !fuzz_ok {
+        step(
+            &format!("cargo install cargo-fuzz {CARGO_FUZZ}"),
+            Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--version", CARGO_FUZZ, "--locked"]),
         )?;
     }
     for (pkg, version) in PIP {

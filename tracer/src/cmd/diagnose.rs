@@ -18,7 +18,7 @@ use crate::host::env::Env;
 use crate::host::record::{self, Mark, Record};
 use crate::host::timebase::Timebase;
 use crate::kernel::events::Event;
-use crate::nginx::{self, Discovery, ErrorLog};
+use crate::nginx::{self, ErrorLog};
 use crate::output::{html, markdown, report as text, Quiet};
 use crate::session::Session;
 
@@ -33,7 +33,7 @@ fn show(r: &Report, o: &ReportOutputArgs) -> anyhow::Result<()> {
         text::write_text(&mut out, r)?;
     }
     if let Some(p) = &o.html {
-        std::fs::write(p, html::render(r)).with_context(|| format!("writing {}", p.display()))?;
+        crate::output::private::write(p, html::render(r)).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("tracer: HTML report written to {}", p.display());
     }
     Ok(())
@@ -92,6 +92,12 @@ pub fn replay(path: &Path) -> anyhow::Result<Report> {
 /// `plots`), and how long the recording spans (first to last kernel event), in seconds.
 pub fn replay_spanning(path: &Path, what_if: &[Change], plots: bool) -> anyhow::Result<(Report, f64)> {
     let (meta, records) = record::read(path)?;
+    replay_records(&path.display().to_string(), meta, &records, what_if, plots)
+}
+
+/// `replay_spanning` of a parsed recording (`name` for errors; the fuzz target `report` feeds it
+/// whatever `record::parse` accepts).
+pub fn replay_records(name: &str, meta: record::Meta, records: &[Record], what_if: &[Change], plots: bool) -> anyhow::Result<(Report, f64)> {
     let times: Vec<u64> = records
         .iter()
         .filter_map(|r| if let Record::Event(raw) = r { crate::kernel::events::header(raw).ok() } else { None })
@@ -102,11 +108,11 @@ pub fn replay_spanning(path: &Path, what_if: &[Change], plots: bool) -> anyhow::
         _ => 0.0,
     };
     let tb = Timebase::with_offset_ns(meta.timebase_offset_ns as i128);
-    let mut s = Session::new(Env::replay(&records), tb, meta.probes.clone(), Box::new(Quiet), crate::config::defaults::MAX_TARGETS, false);
+    let mut s = Session::new(Env::replay(records), tb, meta.probes.clone(), Box::new(Quiet), crate::config::defaults::MAX_TARGETS, false);
     if plots || !what_if.is_empty() {
         s.keep_history();
     }
-    for r in &records {
+    for r in records {
         match r {
             Record::Event(raw) => s.handle(Event::decode(raw)?, raw)?,
             Record::Mark(Mark::Batch) => s.end_batch()?,
@@ -117,7 +123,7 @@ pub fn replay_spanning(path: &Path, what_if: &[Change], plots: bool) -> anyhow::
     }
     let lines = s.env().error_log_lines(Vec::new);
     if let Some(e) = s.env().replay_error.take() {
-        anyhow::bail!("{} does not replay with this tracer version: {e}", path.display());
+        anyhow::bail!("{name} does not replay with this tracer version: {e}");
     }
     if s.env().unanswered > 0 {
         eprintln!(
@@ -126,7 +132,7 @@ pub fn replay_spanning(path: &Path, what_if: &[Change], plots: bool) -> anyhow::
             meta.tracer_version
         );
     }
-    let nginx = meta.nginx.unwrap_or_else(Discovery::default);
+    let nginx = meta.nginx.unwrap_or_default();
     Ok((report::build(&s.view(), &nginx, &lines, what_if), span_s))
 }
 
@@ -144,7 +150,7 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<()> {
         text::write_comparison(&mut out, &c)?;
     }
     if let Some(p) = &args.output.html {
-        std::fs::write(p, html::render_comparison(&c)).with_context(|| format!("writing {}", p.display()))?;
+        crate::output::private::write(p, html::render_comparison(&c)).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("tracer: HTML comparison written to {}", p.display());
     }
     Ok(())

@@ -29,10 +29,26 @@ pub fn filter(c: &TraceConfig) -> anyhow::Result<Filter> {
         pids.extend(listeners::children(pid));
     }
     let cgroup_id = match &c.cgroup {
-        Some(p) => Some(std::fs::metadata(p).with_context(|| format!("--cgroup {}: cannot stat the cgroup directory", p.display()))?.ino()),
+        Some(p) => Some(cgroup_id(p)?),
         None => None,
     };
     Ok(Filter { pids, comm: c.comm.clone(), cgroup_id })
+}
+
+/// The id the kernel gives a cgroup v2 directory (its inode), refusing what is not one.
+fn cgroup_id(p: &Path) -> anyhow::Result<u64> {
+    let m = std::fs::metadata(p).with_context(|| format!("--cgroup {}: cannot stat the cgroup directory", p.display()))?;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let is_cgroup2 = || {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: a NUL-terminated path and a zeroed statfs the call fills in.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64 == CGROUP2_SUPER_MAGIC)
+    };
+    if !m.is_dir() || is_cgroup2() != Some(true) {
+        anyhow::bail!("--cgroup {}: not a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/nginx.service)", p.display());
+    }
+    Ok(m.ino())
 }
 
 pub fn describe(f: &Filter) -> String {

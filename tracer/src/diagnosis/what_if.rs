@@ -14,6 +14,9 @@ use crate::diagnosis::verdict::VerdictKind;
 use crate::host::appserver::Knob;
 use crate::session::View;
 
+/// The most workers modelled (and searched for the smallest worker count with no refusal).
+pub const MAX_WORKERS: u32 = 1024;
+
 /// The queue model of one listener.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Model {
@@ -35,13 +38,13 @@ pub fn refused(arrivals: &[u64], m: Model, backlog: u32) -> u64 {
                 break;
             }
             match queue.pop_front() {
-                Some(a) => free[i] = f.max(a) + m.service_ns,
+                Some(a) => free[i] = f.max(a).saturating_add(m.service_ns),
                 None => break,
             }
         }
         let (i, &f) = free.iter().enumerate().min_by_key(|(_, f)| **f).expect("at least one worker");
         if f <= t && queue.is_empty() {
-            free[i] = t + m.service_ns;
+            free[i] = t.saturating_add(m.service_ns);
         } else if queue.len() <= backlog as usize {
             queue.push_back(t);
         } else {
@@ -85,8 +88,8 @@ impl std::str::FromStr for Change {
             let n: u32 = v.trim().parse().map_err(|_| format!("'{part}': {v} is not a whole number"))?;
             match k.trim() {
                 "backlog" => c.backlog = Some(n),
-                "workers" if n > 0 => c.workers = Some(n),
-                "workers" => return Err("workers must be at least 1".into()),
+                "workers" if (1..=MAX_WORKERS).contains(&n) => c.workers = Some(n),
+                "workers" => return Err(format!("workers must be between 1 and {MAX_WORKERS}")),
                 other => return Err(format!("'{other}': unknown (what-if knows backlog and workers)")),
             }
         }
@@ -123,14 +126,20 @@ pub struct WhatIf {
 
 /// The model of `target`'s listener from the recording, if the data is there.
 fn model(view: &View, target: &crate::kernel::sockaddr::Target, completions: &[u64]) -> Option<Model> {
-    let app_workers = view.app_for(target).and_then(|a| a.setting(Knob::Workers, &target.to_string())).and_then(|s| s.value.parse().ok());
+    // An app server's config file is outside input: a worker count beyond what the search tries
+    // is not modelled (the model allocates one slot per worker).
+    let app_workers = view
+        .app_for(target)
+        .and_then(|a| a.setting(Knob::Workers, &target.to_string()))
+        .and_then(|s| s.value.parse().ok())
+        .filter(|w| (1..=MAX_WORKERS).contains(w));
     let workers = app_workers.or_else(|| view.state.requests.worker_count(target).map(|n| n.saturating_sub(1).max(1) as u32))?;
     let mut gaps: Vec<u64> = completions.windows(2).map(|w| w[1].saturating_sub(w[0])).filter(|g| *g > 0).collect();
     if gaps.is_empty() {
         return None;
     }
     gaps.sort_unstable();
-    Some(Model { workers, service_ns: gaps[gaps.len() / 2] * workers as u64 })
+    Some(Model { workers, service_ns: gaps[gaps.len() / 2].saturating_mul(workers as u64) })
 }
 
 /// A what-if for every listener whose queue overflowed (`listen_queue_full` verdicts).
@@ -162,7 +171,7 @@ pub fn find(view: &View, verdicts: &[crate::diagnosis::verdict::Verdict], change
                 })
                 .collect(),
             smallest_backlog,
-            smallest_workers: smallest(1024, |w| with(backlog, w)),
+            smallest_workers: smallest(MAX_WORKERS, |w| with(backlog, w)),
             curve,
         });
     }
@@ -192,5 +201,15 @@ mod tests {
         assert_eq!("backlog=8, workers=2".parse::<Change>(), Ok(Change { backlog: Some(8), workers: Some(2) }));
         assert!("workers=0".parse::<Change>().is_err());
         assert!("timeout=3".parse::<Change>().is_err());
+    }
+
+    #[test]
+    fn huge_worker_counts_and_service_times_neither_allocate_nor_overflow() {
+        // `workers=4000000000` allocated one slot per worker (an abort), and a service time
+        // near u64::MAX overflowed the model's clock.
+        assert!("workers=4000000000".parse::<Change>().unwrap_err().contains("between 1 and 1024"));
+        assert_eq!("workers=1024".parse::<Change>(), Ok(Change { backlog: None, workers: Some(1024) }));
+        let m = Model { workers: 1, service_ns: u64::MAX };
+        assert_eq!(refused(&[1, 2, 3, u64::MAX], m, 1), 0);
     }
 }

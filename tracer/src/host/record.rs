@@ -50,7 +50,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn create(path: &Path, meta: &Meta) -> anyhow::Result<Recorder> {
-        let f = File::create(path).with_context(|| format!("cannot create the record file {}", path.display()))?;
+        let f = crate::output::private::open(path, false).with_context(|| format!("cannot create the record file {}", path.display()))?;
         let mut r = Recorder { out: BufWriter::new(f) };
         r.out.write_all(MAGIC)?;
         r.out.write_all(&VERSION.to_le_bytes())?;
@@ -175,6 +175,8 @@ mod tests {
         r.mark(Mark::Batch).unwrap();
         r.mark(Mark::End).unwrap();
         drop(r);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640, "a recording is created 0640");
         let b = std::fs::read(&p).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         b

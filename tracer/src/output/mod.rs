@@ -5,6 +5,7 @@ pub mod html;
 pub mod jsonl;
 pub mod markdown;
 pub mod plots;
+pub mod private;
 pub mod prometheus;
 pub mod records;
 pub mod report;

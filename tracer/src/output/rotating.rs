@@ -1,7 +1,7 @@
 //! A file that rotates by size: `events.jsonl` → `events.jsonl.1` → … (`keep` old files), so a
 //! daemon's event stream never fills the disk.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ pub struct RotatingFile {
 }
 
 fn open(path: &Path) -> io::Result<(File, u64)> {
-    let f = OpenOptions::new().create(true).append(true).open(path)?;
+    let f = super::private::open(path, true)?;
     let len = f.metadata()?.len();
     Ok((f, len))
 }
@@ -72,6 +72,10 @@ mod tests {
         assert!(std::fs::metadata(&p).unwrap().len() <= 1024);
         assert!(dir.join("e.jsonl.1").exists() && dir.join("e.jsonl.2").exists());
         assert!(!dir.join("e.jsonl.3").exists(), "keeps 2");
+        use std::os::unix::fs::PermissionsExt;
+        for f in [p.clone(), dir.join("e.jsonl.1"), dir.join("e.jsonl.2")] {
+            assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o640, "{}", f.display());
+        }
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.lines().all(|l| l.len() == 99), "whole lines only");
         std::fs::remove_dir_all(&dir).unwrap();
