@@ -360,22 +360,7 @@ fn keepalive_timeout_mismatch() {
     let _serial = exclusive(); // the race window is ~0.1 ms: keep the machine quiet
     const IDLE: f64 = 1.0;
     let scratch = Scratch::new("fx-keepalive_timeout_mismatch");
-    let server_port = free_port();
-    let mut cmd = Command::new("python3");
-    cmd.arg(repo_root().join("tests/apps/keepalive_server.py")).arg(server_port.to_string()).arg(IDLE.to_string());
-    let _server = Proc::spawn("keepalive_server", &mut cmd).unwrap();
-    wait_for("keep-alive upstream", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", server_port)).is_ok()).unwrap();
-    let http_extra = format!("upstream ka {{ server 127.0.0.1:{server_port}; keepalive 4; }}");
-    let nginx = Nginx::start(
-        &scratch,
-        &NginxOpts {
-            upstream: "ka",
-            location_extra: "proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;",
-            http_extra: &http_extra,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (_server, server_port, nginx) = keepalive_upstream(&scratch, IDLE).unwrap();
     record("keepalive_timeout_mismatch", &scratch, &nginx, || {
         // POSTs (never retried) on nginx's idle upstream connection, each aimed at the instant
         // the upstream closes it: IDLE after the previous response, plus an offset searched for

@@ -200,22 +200,7 @@ fn keepalive_races_are_classified_with_the_idle_time() {
     let _serial = exclusive(); // the race window is ~0.1 ms: keep the machine quiet
     const IDLE: f64 = 1.0;
     let scratch = Scratch::new("kalive");
-    let port = free_port();
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg(repo_root().join("tests/apps/keepalive_server.py")).arg(port.to_string()).arg(IDLE.to_string());
-    let _server = Proc::spawn("keepalive_server", &mut cmd).unwrap();
-    wait_for("keep-alive upstream", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).unwrap();
-    let http_extra = format!("upstream ka {{ server 127.0.0.1:{port}; keepalive 4; }}");
-    let nginx = Nginx::start(
-        &scratch,
-        &NginxOpts {
-            upstream: "ka",
-            location_extra: "proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;",
-            http_extra: &http_extra,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (_server, _port, nginx) = keepalive_upstream(&scratch, IDLE).unwrap();
     let tracer = trace(&nginx);
     // Each POST reuses nginx's idle upstream connection, aimed at the instant the upstream
     // closes it (IDLE after the previous response), swept over ±1.5 ms around that instant.

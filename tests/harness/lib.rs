@@ -260,6 +260,21 @@ pub fn nginx_keepalive_to(scratch: &Scratch, sock: &Path) -> Result<Nginx> {
     Nginx::start(scratch, &NginxOpts { upstream: "rec", location_extra, http_extra: &http_extra, ..Default::default() })
 }
 
+/// tests/apps/keepalive_server.py on a free port, closing connections idle for `idle_s`, and
+/// nginx keeping keep-alive connections to it (upstream `ka`, no retries: a request lost to the
+/// keep-alive race is the client's 502). Returns the server, its port and nginx.
+pub fn keepalive_upstream(scratch: &Scratch, idle_s: f64) -> Result<(Proc, u16, Nginx)> {
+    let port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo_root().join("tests/apps/keepalive_server.py")).arg(port.to_string()).arg(idle_s.to_string());
+    let server = Proc::spawn("keepalive_server", &mut cmd)?;
+    wait_for("keep-alive upstream", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok())?;
+    let http_extra = format!("upstream ka {{ server 127.0.0.1:{port}; keepalive 4; }}");
+    let location_extra = "proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_next_upstream off;";
+    let nginx = Nginx::start(scratch, &NginxOpts { upstream: "ka", location_extra, http_extra: &http_extra, ..Default::default() })?;
+    Ok((server, port, nginx))
+}
+
 /// nginx in front of one upstream, logging to the scratch directory.
 pub struct Nginx {
     pub proc: Proc,
