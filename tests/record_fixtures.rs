@@ -362,65 +362,10 @@ fn keepalive_timeout_mismatch() {
     let scratch = Scratch::new("fx-keepalive_timeout_mismatch");
     let (_server, server_port, nginx) = keepalive_upstream(&scratch, IDLE).unwrap();
     record("keepalive_timeout_mismatch", &scratch, &nginx, || {
-        // POSTs (never retried) on nginx's idle upstream connection, each aimed at the instant
-        // the upstream closes it: IDLE after the previous response, plus an offset searched for
-        // by bisection. A POST that went over the same upstream connection was early (the
-        // upstream read it before its idle timeout); one that needed a new connection was late
-        // (nginx had already seen the close). In between is the race: a 502. At most 20 POSTs
-        // after the first; stop after the second 502.
-        let port = nginx.port;
-        assert_eq!(post(port, "/"), 200);
-        let mut last = Instant::now();
-        let mut conn = upstream_conn_port(server_port);
-        let (mut lo, mut hi) = (-2000.0f64, 1000.0f64); // µs around IDLE
-        let mut n502 = 0;
-        for _ in 0..20 {
-            let offset_us = (lo + hi) / 2.0;
-            let at = last + Duration::from_secs_f64(IDLE + offset_us / 1e6);
-            sleep_until(at);
-            let status = post(port, "/");
-            last = Instant::now();
-            let now = upstream_conn_port(server_port);
-            eprintln!("keep-alive race: offset {offset_us:+.0} µs → {status}, upstream connection {conn:?} → {now:?}");
-            if status == 502 {
-                n502 += 1;
-                if n502 >= 2 {
-                    break;
-                }
-            } else if conn.is_none() || now.is_none() {
-                // No idle connection to reuse (the last POST broke it): nothing learnt.
-            } else if now == conn {
-                lo = offset_us; // reused: early
-            } else {
-                hi = offset_us; // a new connection: late
-            }
-            if hi - lo < 60.0 {
-                (lo, hi) = (lo - 150.0, hi + 150.0); // jitter moved the window: look around again
-            }
-            conn = now;
-        }
+        // At most 20 POSTs after the first; stop after the second 502 (see aim_keepalive_races).
+        let statuses = aim_keepalive_races(nginx.port, "/", server_port, IDLE, 20, 2);
+        assert!(statuses.get(&502).is_some_and(|n| *n > 0), "the race must be hit: {statuses:?}");
     });
-}
-
-/// The local port of nginx's ESTABLISHED connection to 127.0.0.1:`server_port` (/proc/net/tcp).
-fn upstream_conn_port(server_port: u16) -> Option<u16> {
-    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let remote = format!("0100007F:{server_port:04X}");
-    text.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"01")).then(|| u16::from_str_radix(f[1].split(':').nth(1)?, 16).ok()).flatten()
-    })
-}
-
-/// Sleep until `at`, the last 2 ms spinning (thread::sleep alone overshoots by more than the
-/// race window).
-fn sleep_until(at: Instant) {
-    if let Some(d) = at.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(Duration::from_millis(2))) {
-        std::thread::sleep(d);
-    }
-    while Instant::now() < at {
-        std::hint::spin_loop();
-    }
 }
 
 #[test]

@@ -626,3 +626,63 @@ pub fn exclusive() -> Exclusive {
     assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
     Exclusive { _lock: f }
 }
+
+/// POSTs (never retried) to nginx's `path` on its idle keep-alive connection to the upstream on
+/// 127.0.0.1:`server_port`, each aimed at the instant the upstream closes it: `idle_s` after the
+/// previous response, plus an offset searched for by bisection. A POST that went over the same
+/// upstream connection was early (the upstream read it before its idle timeout); one that needed
+/// a new connection was late (nginx had already seen the close). In between is the race: a 502.
+/// At most `max_posts` after the first; stops after `hits` 502s. Returns status → count.
+pub fn aim_keepalive_races(port: u16, path: &str, server_port: u16, idle_s: f64, max_posts: usize, hits: u64) -> BTreeMap<u16, u64> {
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    *statuses.entry(post(port, path)).or_default() += 1;
+    let mut last = std::time::Instant::now();
+    let mut conn = upstream_conn_port(server_port);
+    let (mut lo, mut hi) = (-2000.0f64, 1000.0f64); // µs around idle_s
+    for _ in 0..max_posts {
+        let offset_us = (lo + hi) / 2.0;
+        sleep_until(last + Duration::from_secs_f64(idle_s + offset_us / 1e6));
+        let status = post(port, path);
+        last = std::time::Instant::now();
+        *statuses.entry(status).or_default() += 1;
+        let now = upstream_conn_port(server_port);
+        eprintln!("keep-alive race: offset {offset_us:+.0} µs → {status}, upstream connection {conn:?} → {now:?}");
+        if status == 502 {
+            if statuses[&502] >= hits {
+                break;
+            }
+        } else if conn.is_none() || now.is_none() {
+            // No idle connection to reuse (the last POST broke it): nothing learnt.
+        } else if now == conn {
+            lo = offset_us; // reused: early
+        } else {
+            hi = offset_us; // a new connection: late
+        }
+        if hi - lo < 60.0 {
+            (lo, hi) = (lo - 150.0, hi + 150.0); // jitter moved the window: look around again
+        }
+        conn = now;
+    }
+    statuses
+}
+
+/// The local port of nginx's ESTABLISHED connection to 127.0.0.1:`server_port` (/proc/net/tcp).
+pub fn upstream_conn_port(server_port: u16) -> Option<u16> {
+    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let remote = format!("0100007F:{server_port:04X}");
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"01")).then(|| u16::from_str_radix(f[1].split(':').nth(1)?, 16).ok()).flatten()
+    })
+}
+
+/// Sleep until `at`, the last 2 ms spinning (thread::sleep alone overshoots by more than the
+/// race window).
+pub fn sleep_until(at: Instant) {
+    if let Some(d) = at.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(Duration::from_millis(2))) {
+        std::thread::sleep(d);
+    }
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
+}
