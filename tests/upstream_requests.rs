@@ -200,17 +200,12 @@ fn keepalive_races_are_classified_with_the_idle_time() {
     let _serial = exclusive(); // the race window is ~0.1 ms: keep the machine quiet
     const IDLE: f64 = 1.0;
     let scratch = Scratch::new("kalive");
-    let (_server, _port, nginx) = keepalive_upstream(&scratch, IDLE).unwrap();
+    let (_server, server_port, nginx) = keepalive_upstream(&scratch, IDLE).unwrap();
     let tracer = trace(&nginx);
     // Each POST reuses nginx's idle upstream connection, aimed at the instant the upstream
-    // closes it (IDLE after the previous response), swept over ±1.5 ms around that instant.
-    let mut statuses = std::collections::BTreeMap::new();
-    assert_eq!(post(nginx.port, "/"), 200);
-    for i in 0..30 {
-        let offset_us = -1500.0 + 100.0 * i as f64;
-        std::thread::sleep(Duration::from_secs_f64(IDLE + offset_us / 1e6));
-        *statuses.entry(post(nginx.port, "/")).or_insert(0u64) += 1;
-    }
+    // closes it (IDLE after the previous response), the aim learnt from each miss; at most 30
+    // POSTs, stopping after 3 races.
+    let statuses = aim_keepalive_races(nginx.port, "/", server_port, IDLE, 30, 3);
     std::thread::sleep(Duration::from_secs_f64(IDLE + 0.3)); // one last idle close
     let records = tracer.stop().unwrap();
     let races = closes(&records, "keepalive_race");
