@@ -60,7 +60,7 @@ fn app_server_timeouts(view: &View, nginx: &Discovery, out: &mut Vec<NearMiss>) 
         let timeout = view.app_for(target).and_then(|app| crate::diagnosis::verdict::setting_text(app, Knob::WorkerTimeout, &name));
         let (sig, sender, sender_comm) = first.signal.clone().unwrap_or_default();
         let proof = format!(
-            "{count} × {status} nginx passed on from {name}: each came right after the app server's master ({sender_comm} pid {sender}) sent {} to the worker serving it — its own timeout{} fired and the worker answered before it exited.",
+            "{count} × {status} nginx passed on from {name}: each came within 2 s after the app server's master ({sender_comm} pid {sender}) sent {} to one of its workers, one such kill per {status}, and none of those kills cut a request — its own timeout{} fired and the worker answered before it exited (which request each worker was serving is not seen).",
             errno::signal_name(sig),
             timeout.as_ref().map_or(String::new(), |t| format!(", {t},"))
         );
