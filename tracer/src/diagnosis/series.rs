@@ -46,6 +46,11 @@ pub struct Series {
     pub listeners: Vec<ListenerSeries>,
 }
 
+/// At most this many seconds (a week) are zero-filled between the first and the last event: a
+/// longer span, which only a corrupt or hostile recording has, keeps its non-empty seconds only
+/// (found by the `report` fuzz target: a fill from 0 to 10^10 s ran out of memory).
+const MAX_FILLED_SECONDS: i64 = 7 * 86_400;
+
 /// Counts per whole second of `times` (unix seconds), every second from the first to the last.
 fn per_second(times: impl Iterator<Item = f64>) -> Points {
     let mut buckets: BTreeMap<i64, f64> = BTreeMap::new();
@@ -53,6 +58,9 @@ fn per_second(times: impl Iterator<Item = f64>) -> Points {
         *buckets.entry(t.floor() as i64).or_default() += 1.0;
     }
     let (Some(&a), Some(&b)) = (buckets.keys().next(), buckets.keys().next_back()) else { return Vec::new() };
+    if b.saturating_sub(a) > MAX_FILLED_SECONDS {
+        return buckets.into_iter().map(|(s, n)| (s as f64, n)).collect();
+    }
     (a..=b).map(|s| (s as f64, buckets.get(&s).copied().unwrap_or(0.0))).collect()
 }
 
@@ -140,6 +148,7 @@ mod tests {
     fn seconds_without_events_are_zero() {
         assert_eq!(per_second([10.2, 10.9, 12.5].into_iter()), vec![(10.0, 2.0), (11.0, 0.0), (12.0, 1.0)]);
         assert!(per_second(std::iter::empty()).is_empty());
+        assert_eq!(per_second([0.5, 1e10].into_iter()), vec![(0.0, 1.0), (1e10, 1.0)], "a span of centuries is not zero-filled");
         assert_eq!(quantile(&[1, 2, 3, 4], 0.5), 2);
         assert_eq!(quantile(&[1, 2, 3, 4], 0.99), 4);
     }
